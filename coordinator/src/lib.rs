@@ -1,1 +1,2 @@
-//! gantry control plane (job store, gang scheduler, gRPC job and worker services); lands with the coordinator.
+//! gantry's control plane: job store, gang scheduler and the gRPC job and worker services.
+//! It depends on `gantry-proto` only; the crate fills in with the coordinator.

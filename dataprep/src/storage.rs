@@ -1,0 +1,232 @@
+//! Storage locations: one URL names an object store and a prefix inside it.
+//!
+//! Accepted: a plain path (absolute or relative, the local default), `file:///abs/path`,
+//! `memory://name/prefix` (an in-process store shared by every [`Location`] with the same name;
+//! for tests), `s3://bucket/prefix` (credentials, region and endpoint from the usual `AWS_*`
+//! environment variables, so S3-compatible servers work too), `gs://bucket/prefix` and
+//! `az://container/prefix` (from `GOOGLE_*` / `AZURE_*` variables).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use url::Url;
+
+use crate::{Error, Result};
+
+/// A prefix in an object store, named by a URL.
+#[derive(Debug, Clone)]
+pub struct Location {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    url: String,
+}
+
+fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    STORES.get_or_init(Default::default)
+}
+
+impl Location {
+    /// Parses a storage URL or a local path. Local folders are created when missing.
+    pub fn parse(url: &str) -> Result<Self> {
+        let bad = |message: String| Error::Url {
+            url: url.to_string(),
+            message,
+        };
+        if url.trim().is_empty() {
+            return Err(bad("empty".into()));
+        }
+        if !url.contains("://") {
+            return Self::local(PathBuf::from(url), url);
+        }
+        let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let bucket = parsed.host_str().unwrap_or_default().to_string();
+        let prefix = Path::parse(parsed.path().trim_matches('/')).map_err(|e| bad(e.to_string()))?;
+        let need_bucket = || {
+            if bucket.is_empty() {
+                Err(bad(format!("{}:// needs a bucket or container name", parsed.scheme())))
+            } else {
+                Ok(())
+            }
+        };
+        let store: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "file" => {
+                let path = parsed
+                    .to_file_path()
+                    .map_err(|()| bad("not an absolute local path".into()))?;
+                return Self::local(path, url);
+            }
+            "memory" => {
+                let mut stores = memory_stores().lock().expect("memory store registry poisoned");
+                stores.entry(bucket).or_default().clone()
+            }
+            "s3" | "s3a" => {
+                need_bucket()?;
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+                let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+                    .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+                    .or_else(|_| std::env::var("AWS_ENDPOINT"));
+                if let Ok(endpoint) = endpoint {
+                    if endpoint.starts_with("http://") {
+                        builder = builder.with_allow_http(true);
+                    }
+                    builder = builder.with_endpoint(endpoint);
+                }
+                Arc::new(builder.build().map_err(|e| bad(e.to_string()))?)
+            }
+            "gs" => {
+                need_bucket()?;
+                Arc::new(
+                    GoogleCloudStorageBuilder::from_env()
+                        .with_bucket_name(&bucket)
+                        .build()
+                        .map_err(|e| bad(e.to_string()))?,
+                )
+            }
+            "az" | "azure" | "abfs" | "abfss" => {
+                need_bucket()?;
+                Arc::new(
+                    MicrosoftAzureBuilder::from_env()
+                        .with_container_name(&bucket)
+                        .build()
+                        .map_err(|e| bad(e.to_string()))?,
+                )
+            }
+            other => {
+                return Err(bad(format!(
+                    "unsupported scheme {other:?} (use a path, file://, memory://, s3://, gs:// or az://)"
+                )));
+            }
+        };
+        Ok(Self {
+            store,
+            prefix,
+            url: url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    fn local(path: PathBuf, url: &str) -> Result<Self> {
+        let bad = |message: String| Error::Url {
+            url: url.to_string(),
+            message,
+        };
+        std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        let path = path.canonicalize().map_err(|e| Error::io(&path, e))?;
+        let store = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: Path::default(),
+            url: url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The URL this location was parsed from (without a trailing slash).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The object store behind the location.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The full path of `name` (which may contain `/`) inside this location.
+    pub fn path(&self, name: &str) -> Path {
+        name.split('/')
+            .filter(|part| !part.is_empty())
+            .fold(self.prefix.clone(), |path, part| path.clone().join(part))
+    }
+
+    /// A location for the sub-folder `name`, sharing the same store.
+    pub fn join(&self, name: &str) -> Self {
+        Self {
+            store: self.store.clone(),
+            prefix: self.path(name),
+            url: format!("{}/{}", self.url, name.trim_matches('/')),
+        }
+    }
+
+    /// The URL of `name` inside this location, for messages.
+    pub fn url_of(&self, name: &str) -> String {
+        format!("{}/{}", self.url, name)
+    }
+
+    fn store_error(&self, name: &str, source: object_store::Error) -> Error {
+        Error::Store {
+            url: self.url_of(name),
+            source,
+        }
+    }
+
+    /// Reads the whole object `name`.
+    pub async fn get(&self, name: &str) -> Result<Bytes> {
+        let result = self
+            .store
+            .get(&self.path(name))
+            .await
+            .map_err(|e| self.store_error(name, e))?;
+        result.bytes().await.map_err(|e| self.store_error(name, e))
+    }
+
+    /// Reads object `name`, or `None` when it does not exist.
+    pub async fn get_opt(&self, name: &str) -> Result<Option<Bytes>> {
+        match self.get(name).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(Error::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes object `name` in one piece (atomically on every backend).
+    pub async fn put(&self, name: &str, bytes: impl Into<PutPayload>) -> Result<()> {
+        self.store
+            .put(&self.path(name), bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| self.store_error(name, e))
+    }
+
+    /// Deletes object `name`; a missing object is not an error.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        match self.store.delete(&self.path(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.store_error(name, e)),
+        }
+    }
+
+    /// Names (relative to this location) of the objects directly inside it.
+    pub async fn list_names(&self) -> Result<Vec<String>> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map_err(|e| self.store_error("", e))?;
+        Ok(listing
+            .objects
+            .into_iter()
+            .filter_map(|meta| meta.location.filename().map(str::to_string))
+            .collect())
+    }
+
+    /// Size in bytes of object `name`.
+    pub async fn size(&self, name: &str) -> Result<u64> {
+        let meta = self
+            .store
+            .head(&self.path(name))
+            .await
+            .map_err(|e| self.store_error(name, e))?;
+        Ok(meta.size)
+    }
+}

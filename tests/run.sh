@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs gantry's whole test suite on a fresh machine: set-up (deploy/bootstrap.sh), a loopback
+# S3 server (moto) for the object-storage tests, formatting check, then every Rust test
+# (unit, integration, and end-to-end tests that drive the release binaries).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../deploy/env.sh"
+cd "$GANTRY_ROOT"
+deploy/bootstrap.sh
+
+cargo fmt --all -- --check
+
+# An S3-compatible server on a free loopback port, stopped on exit.
+mkdir -p target
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+.venv/bin/moto_server -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null || true' EXIT
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+  AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+# Wait until it answers (bounded), then create the test bucket.
+.venv/bin/python - <<'PY'
+import os, time, boto3, botocore
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+deadline = time.time() + 60
+while True:
+    try:
+        s3.create_bucket(Bucket="gantry-test")
+        break
+    except botocore.exceptions.EndpointConnectionError:
+        if time.time() > deadline:
+            raise SystemExit("moto_server did not start; see target/moto.log")
+        time.sleep(0.2)
+PY
+export GANTRY_TEST_S3=s3://gantry-test GANTRY_REQUIRE_S3=1
+
+cargo test --release --workspace "$@"
