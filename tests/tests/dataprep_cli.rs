@@ -80,8 +80,8 @@ fn structural_errors_exit_non_zero_naming_file_and_line() {
         ],
     ));
     let attr = input.join("list_attr_celeba.csv");
-    let text = std::fs::read_to_string(&attr).unwrap();
-    let broken: Vec<String> = text
+    let csv = std::fs::read_to_string(&attr).unwrap();
+    let broken: Vec<String> = csv
         .lines()
         .enumerate()
         .map(|(i, l)| {
