@@ -199,16 +199,16 @@ fn parse_attributes(path: &Path, dialect: Dialect) -> Result<(Vec<String>, Vec<A
         }
         rows.push(AttrRow { file, line, values });
     }
-    if let Some(declared) = declared {
-        if declared != rows.len() {
-            return Err(malformed(
-                1,
-                format!(
-                    "declares {declared} images but the file lists {} (truncated file?)",
-                    rows.len()
-                ),
-            ));
-        }
+    if let Some(declared) = declared
+        && declared != rows.len()
+    {
+        return Err(malformed(
+            1,
+            format!(
+                "declares {declared} images but the file lists {} (truncated file?)",
+                rows.len()
+            ),
+        ));
     }
     Ok((names, rows))
 }

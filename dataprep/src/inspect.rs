@@ -5,7 +5,8 @@ use std::fmt::Write;
 use crate::Result;
 use crate::condition::Condition;
 use crate::grid::Grid;
-use crate::manifest::{Manifest, Split};
+use crate::imaging::Crop;
+use crate::manifest::{Encoding, Manifest, Split};
 use crate::reader::{Dataset, LoaderOptions};
 
 fn mib(bytes: u64) -> String {
@@ -25,18 +26,24 @@ pub fn summary(manifest: &Manifest, url: &str) -> String {
     let _ = writeln!(out, "source    {}{dialect}, from {}", source.kind, source.input);
     let image = &manifest.image;
     let recipe = &manifest.recipe;
+    let crop = match recipe.crop {
+        Crop::Center => "center crop".to_string(),
+        Crop::None => "no crop".to_string(),
+        Crop::Box { x, y, width, height } => format!("crop box {width}x{height}+{x}+{y}"),
+    };
+    let encoding = match image.encoding {
+        Encoding::Raw => "raw HWC",
+        Encoding::Png => "PNG",
+    };
+    let pad = if recipe.pad > 0 {
+        format!(", padded by {}", recipe.pad)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "images    {}x{}x{} {:?}, crop {:?}, {} resize to {}x{}, pad {}",
-        image.height,
-        image.width,
-        image.channels,
-        image.encoding,
-        recipe.crop,
-        recipe.filter,
-        recipe.width,
-        recipe.height,
-        recipe.pad
+        "images    {}x{}x{} {encoding}; {crop}, {} resize to {}x{}{pad}",
+        image.height, image.width, image.channels, recipe.filter, recipe.width, recipe.height
     );
     let bytes: u64 = manifest.shards.iter().map(|s| s.bytes).sum();
     let _ = writeln!(

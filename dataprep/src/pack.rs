@@ -58,7 +58,7 @@ impl Default for PackOptions {
 impl PackOptions {
     fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
-        if !(self.shard_mb > 0.0) {
+        if self.shard_mb.is_nan() || self.shard_mb <= 0.0 {
             problems.push(format!("shard size must be positive, got {} MiB", self.shard_mb));
         }
         if self.row_group == 0 {

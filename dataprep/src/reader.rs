@@ -291,6 +291,9 @@ struct BlockRef {
     rows: u64,
 }
 
+/// The decoded row groups of one shuffle window, by block index.
+type WindowBlocks = HashMap<u32, Arc<Block>>;
+
 /// A decoded row group.
 #[derive(Debug)]
 struct Block {
@@ -551,7 +554,7 @@ impl Loader {
         BatchStream { rx }
     }
 
-    async fn load_window(&self, blocks: Vec<u32>) -> Result<HashMap<u32, Arc<Block>>> {
+    async fn load_window(&self, blocks: Vec<u32>) -> Result<WindowBlocks> {
         futures::stream::iter(blocks)
             .map(|b| {
                 let dataset = self.dataset.clone();
@@ -584,8 +587,8 @@ impl Loader {
             };
             let windows = per_epoch.div_ceil(self.window);
             let mut start = position.offset as usize;
-            let mut current: Option<(usize, HashMap<u32, Arc<Block>>)> = None;
-            let mut next: Option<(usize, tokio::task::JoinHandle<Result<HashMap<u32, Arc<Block>>>>)> = None;
+            let mut current: Option<(usize, WindowBlocks)> = None;
+            let mut next: Option<(usize, tokio::task::JoinHandle<Result<WindowBlocks>>)> = None;
             while start < per_epoch {
                 let w = start / self.window;
                 if current.as_ref().is_none_or(|(cw, _)| *cw != w) {

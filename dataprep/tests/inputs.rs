@@ -130,7 +130,7 @@ async fn png_encoding_reads_back_identical_pixels() {
 }
 
 /// Writes an IDX file (gzipped when `gz`).
-pub fn write_idx(path: &Path, magic: u32, dims: &[u32], data: &[u8], gz: bool) {
+pub(crate) fn write_idx(path: &Path, magic: u32, dims: &[u32], data: &[u8], gz: bool) {
     let mut bytes = magic.to_be_bytes().to_vec();
     for d in dims {
         bytes.extend_from_slice(&d.to_be_bytes());
@@ -151,7 +151,7 @@ fn mnist_image(i: usize) -> Vec<u8> {
     (0..784).map(|p| ((i * 31 + p * 7) % 251) as u8).collect()
 }
 
-pub fn write_fashion_mnist(dir: &Path, train: usize, test: usize) {
+pub(crate) fn write_fashion_mnist(dir: &Path, train: usize, test: usize) {
     for (prefix, count, gz) in [("train", train, true), ("t10k", test, false)] {
         let images: Vec<u8> = (0..count).flat_map(mnist_image).collect();
         let labels: Vec<u8> = (0..count).map(|i| (i % 10) as u8).collect();

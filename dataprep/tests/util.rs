@@ -10,13 +10,13 @@ use dataprep::synth::{SynthOptions, synth_celeba};
 use dataprep::{Dataset, LoaderOptions, Location, Split};
 
 /// A fresh `memory://` URL, unique within the test process.
-pub fn memory_url(name: &str) -> String {
+pub(crate) fn memory_url(name: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     format!("memory://{name}-{}/data", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Writes `count` synthetic CelebA images in `dialect` under `dir`.
-pub fn synth(dir: &Path, count: usize, dialect: Dialect) {
+pub(crate) fn synth(dir: &Path, count: usize, dialect: Dialect) {
     synth_celeba(
         dir,
         &SynthOptions {
@@ -29,7 +29,7 @@ pub fn synth(dir: &Path, count: usize, dialect: Dialect) {
 }
 
 /// Small shards and row groups so that even tiny fixtures span several of each.
-pub fn small_options() -> PackOptions {
+pub(crate) fn small_options() -> PackOptions {
     PackOptions {
         shard_mb: 0.05,
         row_group: 4,
@@ -38,7 +38,7 @@ pub fn small_options() -> PackOptions {
 }
 
 /// Scans a CelebA folder and packs it at 32x32 into `url`.
-pub async fn pack_celeba(input: &Path, url: &str, options: &PackOptions) -> PackSummary {
+pub(crate) async fn pack_celeba(input: &Path, url: &str, options: &PackOptions) -> PackSummary {
     let source = dataprep::celeba::scan(input).expect("scan");
     let location = Location::parse(url).expect("url");
     pack(source, Recipe::square(Crop::Center, 32, 3), &location, options)
@@ -47,7 +47,7 @@ pub async fn pack_celeba(input: &Path, url: &str, options: &PackOptions) -> Pack
 }
 
 /// Every row of the dataset in storage order (no shuffle), as (id, pixels, attributes, classes).
-pub async fn read_all(
+pub(crate) async fn read_all(
     url: &str,
     split: Option<Split>,
     condition: Option<&str>,
@@ -81,7 +81,7 @@ pub async fn read_all(
 }
 
 /// Parses an official `list_attr_celeba.txt` into (file, values).
-pub fn official_attributes(dir: &Path) -> Vec<(String, Vec<bool>)> {
+pub(crate) fn official_attributes(dir: &Path) -> Vec<(String, Vec<bool>)> {
     let text = std::fs::read_to_string(dir.join("list_attr_celeba.txt")).expect("attr file");
     text.lines()
         .skip(2)

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// Path of a workspace binary built with the same profile as this test.
-pub fn bin(name: &str) -> PathBuf {
+pub(crate) fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
@@ -20,17 +20,17 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// Runs a binary with arguments; returns its output.
-pub fn run(name: &str, args: &[&str]) -> Output {
+pub(crate) fn run(name: &str, args: &[&str]) -> Output {
     run_with(Command::new(bin(name)).args(args))
 }
 
 /// Runs a prepared command; returns its output.
-pub fn run_with(command: &mut Command) -> Output {
+pub(crate) fn run_with(command: &mut Command) -> Output {
     command.output().expect("spawn binary")
 }
 
 /// Stdout and stderr as text, for assertions and failure messages.
-pub fn text(output: &Output) -> (String, String) {
+pub(crate) fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -38,7 +38,7 @@ pub fn text(output: &Output) -> (String, String) {
 }
 
 /// Asserts success and returns stdout.
-pub fn ok(output: Output) -> String {
+pub(crate) fn ok(output: Output) -> String {
     let (stdout, stderr) = text(&output);
     assert!(
         output.status.success(),
