@@ -394,8 +394,9 @@ impl Block {
     }
 }
 
-/// Mixes seed parts into one 64-bit seed (splitmix64 finaliser over a running sum).
-fn mix(parts: &[u64]) -> u64 {
+/// Mixes seed parts into one 64-bit seed (splitmix64 finaliser over a running sum); used for
+/// every derived random stream so that each depends only on its parts.
+pub fn mix(parts: &[u64]) -> u64 {
     parts.iter().fold(0x9E37_79B9_7F4A_7C15u64, |acc, &part| {
         let mut z = acc.wrapping_add(part).wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

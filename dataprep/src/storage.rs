@@ -220,6 +220,20 @@ impl Location {
             .collect())
     }
 
+    /// Names of the sub-folders directly inside this location (common prefixes).
+    pub async fn list_dirs(&self) -> Result<Vec<String>> {
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map_err(|e| self.store_error("", e))?;
+        Ok(listing
+            .common_prefixes
+            .into_iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect())
+    }
+
     /// Size in bytes of object `name`.
     pub async fn size(&self, name: &str) -> Result<u64> {
         let meta = self

@@ -14,6 +14,7 @@ async fn location_suite(url: &str) {
     assert_eq!(&location.get("a/b.txt").await.unwrap()[..], b"hello");
     assert_eq!(location.size("top.txt").await.unwrap(), 3);
     assert_eq!(location.list_names().await.unwrap(), vec!["top.txt".to_string()]);
+    assert_eq!(location.list_dirs().await.unwrap(), vec!["a".to_string()]);
     assert_eq!(&location.join("a").get("b.txt").await.unwrap()[..], b"hello");
     location.delete("top.txt").await.unwrap();
     location.delete("top.txt").await.unwrap(); // deleting twice is fine

@@ -1,6 +1,53 @@
-//! What libtorch sees on this machine: its version, threads, and CUDA devices.
+//! Devices: parsing the configured device and reporting what libtorch sees on a machine.
 
 use serde::Serialize;
+use tch::Device;
+
+use crate::{Error, Result};
+
+/// Parses `auto`, `cpu`, `cuda` or `cuda:N` (without checking availability).
+pub fn parse_device(spec: &str) -> std::result::Result<Option<Device>, String> {
+    match spec {
+        "auto" => Ok(None),
+        "cpu" => Ok(Some(Device::Cpu)),
+        "cuda" => Ok(Some(Device::Cuda(0))),
+        _ => match spec.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => Ok(Some(Device::Cuda(i))),
+            _ => Err(format!("{spec:?} is not auto, cpu, cuda or cuda:N")),
+        },
+    }
+}
+
+/// Resolves a device spec on this machine: `auto` picks CUDA when available; an unavailable CUDA
+/// device is an error.
+pub fn resolve_device(spec: &str) -> Result<Device> {
+    let bad = |message: String| Error::Device {
+        device: spec.to_string(),
+        message,
+    };
+    match parse_device(spec).map_err(bad)? {
+        None => Ok(Device::cuda_if_available()),
+        Some(Device::Cuda(i)) => {
+            let count = tch::Cuda::device_count();
+            if (i as i64) < count {
+                Ok(Device::Cuda(i))
+            } else {
+                Err(bad(format!(
+                    "this machine has {count} CUDA device(s) usable by libtorch"
+                )))
+            }
+        }
+        Some(device) => Ok(device),
+    }
+}
+
+/// Lowercase name of a device (`cpu`, `cuda:0`).
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    }
+}
 
 /// The compute available to a worker.
 #[derive(Debug, Clone, Serialize)]
@@ -21,19 +68,15 @@ pub struct DeviceReport {
 
 /// Probes libtorch and runs one small computation on the automatically chosen device.
 pub fn probe() -> DeviceReport {
-    let cuda_available = tch::Cuda::is_available();
-    let device = tch::Device::cuda_if_available();
+    let device = Device::cuda_if_available();
     let a = tch::Tensor::ones([64, 64], (tch::Kind::Float, device));
     let matmul_check = a.matmul(&a).sum(tch::Kind::Double).double_value(&[]);
     DeviceReport {
-        cuda_available,
+        cuda_available: tch::Cuda::is_available(),
         cuda_devices: tch::Cuda::device_count(),
         cudnn_available: tch::Cuda::cudnn_is_available(),
         cpu_threads: tch::get_num_threads(),
-        auto_device: match device {
-            tch::Device::Cuda(i) => format!("cuda:{i}"),
-            _ => "cpu".to_string(),
-        },
+        auto_device: device_name(device),
         matmul_check,
     }
 }

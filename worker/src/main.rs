@@ -1,21 +1,105 @@
 //! `worker`: gantry's training process.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use worker::config::JobConfig;
 
 /// gantry's training worker.
 #[derive(Debug, Parser)]
 #[command(name = "worker", version, about)]
 struct Cli {
+    /// Log format: `human` on a terminal, `json` for clusters.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Report what libtorch sees (version, threads, CUDA devices) and run one small product on
-    /// the automatic device, as JSON. Exits non-zero if `--require-cuda` and CUDA is missing.
+    /// Train a job from a TOML job file in this process; resumes from the output's latest checkpoint.
+    Train {
+        /// The job file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Override train.steps.
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Override train.device (auto, cpu, cuda, cuda:N).
+        #[arg(long)]
+        device: Option<String>,
+        /// Override output.url.
+        #[arg(long)]
+        output: Option<String>,
+        /// Override data.url.
+        #[arg(long)]
+        data: Option<String>,
+        /// Override train.batch_size.
+        #[arg(long)]
+        batch_size: Option<i64>,
+        /// Override train.seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Generate images for chosen classes from a checkpoint.
+    Generate {
+        /// A checkpoint folder, or a job output (its latest checkpoint).
+        #[arg(long)]
+        checkpoint: String,
+        /// Images per class.
+        #[arg(long, default_value_t = 8)]
+        count: i64,
+        /// Output folder: OUT/<class>/<i>.png.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only this class (name or index); every class when absent.
+        #[arg(long)]
+        label: Option<String>,
+        /// Seed of the latent vectors (the same seed gives the same faces across classes).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also write the label-swap grid (rows: latents, columns: classes) to this PNG.
+        #[arg(long)]
+        grid: Option<PathBuf>,
+        /// Device (auto, cpu, cuda, cuda:N).
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// Time full training steps (3 critic + 1 generator, book settings) on random data.
+    Bench {
+        /// Image size.
+        #[arg(long, default_value_t = 64)]
+        image_size: i64,
+        /// Batch size.
+        #[arg(long, default_value_t = 128)]
+        batch: i64,
+        /// Timed steps.
+        #[arg(long, default_value_t = 5)]
+        steps: u64,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Base channel count (the book's 128).
+        #[arg(long, default_value_t = 128)]
+        width: i64,
+        /// Device (auto, cpu, cuda, cuda:N).
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// CPU threads for libtorch (0: libtorch's default).
+        #[arg(long, default_value_t = 0)]
+        threads: i32,
+    },
+    /// Report what libtorch sees (threads, CUDA devices) and run one small product on the
+    /// automatic device, as JSON.
     Device {
         /// Fail when no CUDA device is usable (for GPU node checks).
         #[arg(long)]
@@ -23,17 +107,137 @@ enum Command {
     },
 }
 
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Device { require_cuda } => {
-            let report = worker::device::probe();
-            println!("{}", serde_json::to_string_pretty(&report).expect("report serialises"));
-            if require_cuda && !report.cuda_available {
-                eprintln!("error: no CUDA device is usable by libtorch on this machine");
-                return ExitCode::FAILURE;
-            }
-            ExitCode::SUCCESS
+    init_logging(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Train {
+            config,
+            steps,
+            device,
+            output,
+            data,
+            batch_size,
+            seed,
+        } => {
+            let mut job = JobConfig::from_file(&config)?;
+            if let Some(steps) = steps {
+                job.train.steps = steps;
+            }
+            if let Some(device) = device {
+                job.train.device = device;
+            }
+            if let Some(output) = output {
+                job.output.url = output;
+            }
+            if let Some(data) = data {
+                job.data.url = data;
+            }
+            if let Some(batch_size) = batch_size {
+                job.train.batch_size = batch_size;
+            }
+            if let Some(seed) = seed {
+                job.train.seed = seed;
+            }
+            let summary = worker::train::train(&job, &worker::train::TrainOptions::from_terminal())?;
+            let m = summary.metrics;
+            println!(
+                "trained to step {} on {} ({:.1} images/s{}); c_loss {:.4} c_wass_loss {:.4} c_gp {:.4} g_loss {:.4}; checkpoint {}",
+                summary.steps,
+                summary.device,
+                summary.images_per_sec,
+                if summary.resumed_from > 0 {
+                    format!(", resumed from step {}", summary.resumed_from)
+                } else {
+                    String::new()
+                },
+                m.c_loss,
+                m.c_wass_loss,
+                m.c_gp,
+                m.g_loss,
+                summary.checkpoint
+            );
+        }
+        Command::Generate {
+            checkpoint,
+            count,
+            out,
+            label,
+            seed,
+            grid,
+            device,
+        } => {
+            let options = worker::samples::GenerateOptions {
+                checkpoint,
+                count,
+                out,
+                label,
+                seed,
+                grid,
+                device,
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            let generated = runtime.block_on(worker::samples::generate(&options))?;
+            println!(
+                "wrote {} files from {} (step {})",
+                generated.files.len(),
+                generated.checkpoint,
+                generated.step
+            );
+        }
+        Command::Bench {
+            image_size,
+            batch,
+            steps,
+            warmup,
+            width,
+            device,
+            threads,
+        } => {
+            if threads > 0 {
+                tch::set_num_threads(threads);
+            }
+            let device = worker::device::resolve_device(&device)?;
+            let options = worker::bench::BenchOptions {
+                image_size,
+                batch,
+                steps,
+                warmup,
+                width,
+                device,
+            };
+            println!("{}", worker::bench::run(&options));
+        }
+        Command::Device { require_cuda } => {
+            let report = worker::device::probe();
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if require_cuda && !report.cuda_available {
+                anyhow::bail!("no CUDA device is usable by libtorch on this machine");
+            }
+        }
+    }
+    Ok(())
 }

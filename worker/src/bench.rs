@@ -1,0 +1,89 @@
+//! `worker bench`: the speed of full training steps (critic steps + generator step, book
+//! settings) on random data, without any I/O.
+
+use std::time::Instant;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::adam::AdamConfig;
+use crate::gan::{Gan, StepConfig};
+use crate::model::ModelSpec;
+
+/// Options of [`run`].
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Image size.
+    pub image_size: i64,
+    /// Batch size.
+    pub batch: i64,
+    /// Timed steps.
+    pub steps: u64,
+    /// Untimed warm-up steps.
+    pub warmup: u64,
+    /// Base channel count.
+    pub width: i64,
+    /// Device.
+    pub device: Device,
+}
+
+/// Result of [`run`].
+#[derive(Debug, Clone, Copy)]
+pub struct BenchResult {
+    /// Real images consumed per second.
+    pub images_per_sec: f64,
+    /// Milliseconds per full step.
+    pub ms_per_step: f64,
+}
+
+impl std::fmt::Display for BenchResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "train_step images_per_sec={:.2} ms_per_step={:.1}",
+            self.images_per_sec, self.ms_per_step
+        )
+    }
+}
+
+/// Times `steps` training steps after `warmup` untimed ones.
+pub fn run(options: &BenchOptions) -> BenchResult {
+    let spec = ModelSpec {
+        image_size: options.image_size,
+        channels: 3,
+        classes: 2,
+        z_dim: 32,
+        width: options.width,
+        dropout: 0.3,
+    };
+    let adam = AdamConfig {
+        lr: 5e-5,
+        beta1: 0.5,
+        beta2: 0.9,
+        eps: 1e-7,
+    };
+    let mut gan = Gan::new(
+        spec,
+        options.device,
+        adam,
+        StepConfig {
+            critic_steps: 3,
+            gp_weight: 10.0,
+        },
+        0,
+    );
+    let opts = (Kind::Float, options.device);
+    let real = Tensor::rand([options.batch, 3, options.image_size, options.image_size], opts) * 2.0 - 1.0;
+    let labels = Tensor::randint(2, [options.batch], (Kind::Int64, options.device));
+    for _ in 0..options.warmup {
+        Gan::read_metrics(&gan.step(&real, &labels));
+    }
+    let started = Instant::now();
+    for _ in 0..options.steps {
+        Gan::read_metrics(&gan.step(&real, &labels));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    BenchResult {
+        images_per_sec: (options.steps as f64 * options.batch as f64) / seconds,
+        ms_per_step: seconds * 1000.0 / options.steps as f64,
+    }
+}

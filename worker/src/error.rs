@@ -1,0 +1,64 @@
+//! The trainer's error type.
+
+/// Everything that can stop a training job.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The job configuration is invalid; every problem is listed.
+    #[error("invalid job config:\n  - {}", problems.join("\n  - "))]
+    Config {
+        /// One line per problem, naming the key.
+        problems: Vec<String>,
+    },
+    /// A job file could not be read or parsed.
+    #[error("{path}: {message}")]
+    JobFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading data or writing artifacts failed.
+    #[error(transparent)]
+    Data(#[from] dataprep::Error),
+    /// libtorch reported an error.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// A checkpoint is unusable.
+    #[error("checkpoint {url}: {message}")]
+    Checkpoint {
+        /// The checkpoint folder.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A loss became NaN or infinite.
+    #[error("{metric} is {value} at step {step}; {last_good}")]
+    NonFinite {
+        /// The metric.
+        metric: &'static str,
+        /// Its value.
+        value: f64,
+        /// The step that produced it.
+        step: u64,
+        /// Names the last good checkpoint.
+        last_good: String,
+    },
+    /// The requested device is not available.
+    #[error("device {device:?}: {message}")]
+    Device {
+        /// The device as configured.
+        device: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The job was stopped before it finished.
+    #[error("stopped at step {step}")]
+    Stopped {
+        /// The last completed step.
+        step: u64,
+    },
+}
+
+/// Result with the trainer's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

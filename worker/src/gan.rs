@@ -1,0 +1,242 @@
+//! The two networks, their optimisers, and the WGAN-GP training step of the seed.
+//!
+//! One step, for a batch of real images `x` with labels `y`:
+//! - `critic_steps` times: `fake = G(z, y)` (no generator gradients), `alpha ~ U[0,1]` per
+//!   sample, `x_hat = x + alpha (fake - x)`; the critic scores real, fake and `x_hat` in one pass;
+//!   `c_wass_loss = mean C(fake) - mean C(x)`, `c_gp = mean((||dC(x_hat)/dx_hat|| - 1)^2)` with
+//!   the norm over all pixels of each sample and an epsilon inside the square root (double
+//!   backward), `c_loss = c_wass_loss + gp_weight c_gp`; Adam on the critic only.
+//! - Then `g_loss = -mean C(G(z', y), y)` with fresh `z'`; Adam on the generator only.
+//!
+//! Gradients are taken only with respect to the network being stepped.
+
+use std::collections::HashMap;
+
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::adam::{Adam, AdamConfig};
+use crate::model::{Critic, Generator, ModelSpec, one_hot};
+
+/// Epsilon inside the gradient norm's square root (the book has none: NaN at zero gradient).
+pub const GP_EPSILON: f64 = 1e-12;
+
+/// The four metrics of a step, as in the book (the critic's from its last update).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepMetrics {
+    /// `c_wass_loss + gp_weight * c_gp`.
+    pub c_loss: f64,
+    /// `mean C(fake) - mean C(real)`.
+    pub c_wass_loss: f64,
+    /// The gradient penalty.
+    pub c_gp: f64,
+    /// `-mean C(G(z))`.
+    pub g_loss: f64,
+}
+
+impl StepMetrics {
+    /// The first metric that is NaN or infinite, with its value.
+    pub fn non_finite(&self) -> Option<(&'static str, f64)> {
+        [
+            ("c_loss", self.c_loss),
+            ("c_wass_loss", self.c_wass_loss),
+            ("c_gp", self.c_gp),
+            ("g_loss", self.g_loss),
+        ]
+        .into_iter()
+        .find(|(_, v)| !v.is_finite())
+    }
+}
+
+/// Step hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepConfig {
+    /// Critic updates per generator update.
+    pub critic_steps: u64,
+    /// Weight of the gradient penalty.
+    pub gp_weight: f64,
+}
+
+/// Generator, critic, their variables and optimisers, on one device.
+#[derive(Debug)]
+pub struct Gan {
+    /// Network shapes.
+    pub spec: ModelSpec,
+    /// Where tensors live.
+    pub device: Device,
+    g_vs: nn::VarStore,
+    c_vs: nn::VarStore,
+    /// The generator.
+    pub generator: Generator,
+    /// The critic.
+    pub critic: Critic,
+    g_opt: Adam,
+    c_opt: Adam,
+    step_config: StepConfig,
+}
+
+/// Trainable variables of a store, sorted by name (a stable order for optimiser state).
+fn trainable(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+impl Gan {
+    /// Builds both networks with weights drawn from `seed` (on the CPU, so every device starts
+    /// from the same weights), then moves them to `device`.
+    pub fn new(spec: ModelSpec, device: Device, adam: AdamConfig, step_config: StepConfig, seed: u64) -> Self {
+        tch::manual_seed(seed as i64);
+        let mut g_vs = nn::VarStore::new(Device::Cpu);
+        let mut c_vs = nn::VarStore::new(Device::Cpu);
+        let generator = Generator::new(&g_vs.root(), spec);
+        let critic = Critic::new(&c_vs.root(), spec);
+        g_vs.set_device(device);
+        c_vs.set_device(device);
+        let g_opt = Adam::new(trainable(&g_vs), adam);
+        let c_opt = Adam::new(trainable(&c_vs), adam);
+        Self {
+            spec,
+            device,
+            g_vs,
+            c_vs,
+            generator,
+            critic,
+            g_opt,
+            c_opt,
+            step_config,
+        }
+    }
+
+    /// `c_loss, c_wass_loss, c_gp` for given fakes and interpolation weights `alpha` `[batch]`,
+    /// in one critic pass over real, fake and interpolated images. Differentiable with respect
+    /// to the critic's parameters.
+    pub fn critic_losses(
+        &self,
+        real: &Tensor,
+        fake: &Tensor,
+        alpha: &Tensor,
+        onehot: &Tensor,
+    ) -> (Tensor, Tensor, Tensor) {
+        let batch = real.size()[0];
+        let alpha = alpha.view([batch, 1, 1, 1]);
+        let x_hat = (real + &alpha * (fake - real)).detach().set_requires_grad(true);
+        let images = Tensor::cat(&[real, fake, &x_hat], 0);
+        let labels = Tensor::cat(&[onehot, onehot, onehot], 0);
+        let scores = self.critic.forward(&images, &labels, true);
+        let parts = scores.split(batch, 0);
+        let c_wass_loss = parts[1].mean(Kind::Float) - parts[0].mean(Kind::Float);
+        let grad = Tensor::run_backward(&[parts[2].sum(Kind::Float)], &[&x_hat], true, true).remove(0);
+        let norm = (grad
+            .square()
+            .sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float)
+            + GP_EPSILON)
+            .sqrt();
+        let c_gp = (norm - 1.0).square().mean(Kind::Float);
+        let c_loss = &c_wass_loss + &c_gp * self.step_config.gp_weight;
+        (c_loss, c_wass_loss, c_gp)
+    }
+
+    /// One training step on real images in [-1, 1] `[batch, channels, size, size]` with class
+    /// indices `[batch]`. Randomness comes from libtorch's global generator (seed it per step).
+    /// Returns the metrics as a `[4]` tensor on the device (read it once, to avoid syncs).
+    pub fn step(&mut self, real: &Tensor, classes: &Tensor) -> Tensor {
+        let batch = real.size()[0];
+        let onehot = one_hot(classes, self.spec.classes);
+        let opts = (Kind::Float, self.device);
+        let mut critic_metrics = None;
+        for _ in 0..self.step_config.critic_steps {
+            let z = Tensor::randn([batch, self.spec.z_dim], opts);
+            let fake = tch::no_grad(|| self.generator.forward(&z, &onehot, true));
+            let alpha = Tensor::rand([batch], opts);
+            let (c_loss, c_wass_loss, c_gp) = self.critic_losses(real, &fake, &alpha, &onehot);
+            let grads = Tensor::run_backward(&[&c_loss], &self.c_opt.params(), false, false);
+            self.c_opt.step(&grads);
+            critic_metrics = Some([c_loss.detach(), c_wass_loss.detach(), c_gp.detach()]);
+        }
+        let z = Tensor::randn([batch, self.spec.z_dim], opts);
+        let fake = self.generator.forward(&z, &onehot, true);
+        let g_loss = -self.critic.forward(&fake, &onehot, true).mean(Kind::Float);
+        let grads = Tensor::run_backward(&[&g_loss], &self.g_opt.params(), false, false);
+        self.g_opt.step(&grads);
+        let [c_loss, c_wass_loss, c_gp] = critic_metrics.expect("at least one critic step");
+        Tensor::stack(&[c_loss, c_wass_loss, c_gp, g_loss.detach()], 0)
+    }
+
+    /// Reads a metrics tensor from [`Gan::step`].
+    pub fn read_metrics(metrics: &Tensor) -> StepMetrics {
+        let v: Vec<f64> =
+            Vec::<f64>::try_from(metrics.to_kind(Kind::Double).to_device(Device::Cpu)).expect("4 metrics");
+        StepMetrics {
+            c_loss: v[0],
+            c_wass_loss: v[1],
+            c_gp: v[2],
+            g_loss: v[3],
+        }
+    }
+
+    /// Images in [-1, 1] for latents and class indices, with BatchNorm in inference mode.
+    pub fn generate(&self, z: &Tensor, classes: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            self.generator.forward(
+                &z.to_device(self.device),
+                &one_hot(&classes.to_device(self.device), self.spec.classes),
+                false,
+            )
+        })
+    }
+
+    /// Generator variables (weights and BatchNorm statistics) by name.
+    pub fn generator_tensors(&self) -> HashMap<String, Tensor> {
+        self.g_vs.variables()
+    }
+
+    /// Critic variables by name.
+    pub fn critic_tensors(&self) -> HashMap<String, Tensor> {
+        self.c_vs.variables()
+    }
+
+    /// Both optimisers' state.
+    pub fn optimizer_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut state = self.g_opt.state("generator");
+        state.extend(self.c_opt.state("critic"));
+        state
+    }
+
+    /// Generator updates taken (restored from checkpoints).
+    pub fn generator_steps(&self) -> i64 {
+        self.g_opt.step_count()
+    }
+
+    /// Copies saved variables into a network; names any missing or mis-shaped one.
+    pub fn load_generator(&mut self, named: &HashMap<String, Tensor>) -> Result<(), String> {
+        copy_into(&self.g_vs, named)
+    }
+
+    /// Copies saved variables into the critic.
+    pub fn load_critic(&mut self, named: &HashMap<String, Tensor>) -> Result<(), String> {
+        copy_into(&self.c_vs, named)
+    }
+
+    /// Restores both optimisers.
+    pub fn load_optimizers(&mut self, named: &HashMap<String, Tensor>) -> Result<(), String> {
+        self.g_opt.load_state("generator", named)?;
+        self.c_opt.load_state("critic", named)
+    }
+}
+
+fn copy_into(vs: &nn::VarStore, named: &HashMap<String, Tensor>) -> Result<(), String> {
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            let saved = named.get(&name).ok_or_else(|| format!("{name} is missing"))?;
+            if saved.size() != var.size() {
+                return Err(format!(
+                    "{name} has shape {:?}, the model needs {:?}",
+                    saved.size(),
+                    var.size()
+                ));
+            }
+            var.copy_(saved);
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,365 @@
+//! A training job in one process: data from a packed dataset, the WGAN-GP step, checkpoints,
+//! sample grids and metrics in the job's output, and exact resume from the latest checkpoint.
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use dataprep::{Dataset, LoaderOptions, Location, Position};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::adam::AdamConfig;
+use crate::checkpoint::{self, TrainState};
+use crate::config::JobConfig;
+use crate::gan::{Gan, StepConfig, StepMetrics};
+use crate::model::ModelSpec;
+use crate::samples;
+use crate::{Error, Result};
+
+/// File of the resolved config in a job output.
+pub const CONFIG_FILE: &str = "config.toml";
+/// File of the per-step metrics (JSON lines) in a job output.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// Builds the networks a config describes, for a dataset with `channels` and `classes`.
+pub fn build_gan(config: &JobConfig, channels: i64, classes: i64, device: Device) -> Gan {
+    let m = &config.model;
+    let t = &config.train;
+    let spec = ModelSpec {
+        image_size: m.image_size,
+        channels,
+        classes,
+        z_dim: m.z_dim,
+        width: m.width,
+        dropout: m.dropout,
+    };
+    let adam = AdamConfig {
+        lr: t.lr,
+        beta1: t.beta1,
+        beta2: t.beta2,
+        eps: t.adam_eps,
+    };
+    let step = StepConfig {
+        critic_steps: t.critic_steps,
+        gp_weight: t.gp_weight,
+    };
+    Gan::new(spec, device, adam, step, t.seed)
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct MetricsLine {
+    /// Generator steps completed.
+    pub step: u64,
+    /// Epoch of the step's batch.
+    pub epoch: u64,
+    /// The step's metrics.
+    #[serde(flatten)]
+    pub metrics: StepMetrics,
+    /// Training throughput since the (re)start.
+    pub images_per_sec: f64,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// Steps completed in total.
+    pub steps: u64,
+    /// The step this process resumed from (0 for a fresh run).
+    pub resumed_from: u64,
+    /// URL of the final checkpoint.
+    pub checkpoint: String,
+    /// Metrics of the last step.
+    pub metrics: StepMetrics,
+    /// Images per second over this process's steps.
+    pub images_per_sec: f64,
+    /// The device used.
+    pub device: String,
+}
+
+/// Options of [`train`] that are not part of the job.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Show a progress bar (otherwise progress is logged).
+    pub progress: bool,
+}
+
+impl TrainOptions {
+    /// A bar when stderr is a terminal.
+    pub fn from_terminal() -> Self {
+        Self {
+            progress: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+/// Checks the job against its dataset; lists every problem.
+fn check_against_dataset(config: &JobConfig, dataset: &Dataset) -> Result<dataprep::Classes> {
+    let manifest = dataset.manifest();
+    let mut problems = Vec::new();
+    let image = &manifest.image;
+    if image.height != image.width || i64::from(image.height) != config.model.image_size {
+        problems.push(format!(
+            "model.image_size is {} but the dataset at {} holds {}x{} images (repack it or change image_size)",
+            config.model.image_size,
+            dataset.location().url(),
+            image.height,
+            image.width
+        ));
+    }
+    let classes = match config.condition().resolve(manifest) {
+        Ok(classes) => Some(classes),
+        Err(e) => {
+            problems.push(format!("data.condition: {e}"));
+            None
+        }
+    };
+    let rows = manifest.split_rows(config.split());
+    if (rows as i64) < config.train.batch_size {
+        problems.push(format!(
+            "train.batch_size is {} but split {} of the dataset has {rows} rows",
+            config.train.batch_size, config.data.split
+        ));
+    }
+    match classes {
+        Some(classes) if problems.is_empty() => Ok(classes),
+        _ => Err(Error::Config { problems }),
+    }
+}
+
+/// Checks that a checkpoint was made by a run this config can continue.
+fn check_resumable(config: &JobConfig, state: &TrainState, url: &str) -> Result<()> {
+    let (a, b) = (&config.model, &state.config.model);
+    let mut differences = Vec::new();
+    if a != b {
+        differences.push(format!("[model] {b:?} -> {a:?}"));
+    }
+    if config.data.url != state.config.data.url || config.data.condition != state.config.data.condition {
+        differences.push("[data] url or condition".to_string());
+    }
+    if config.train.batch_size != state.config.train.batch_size || config.train.seed != state.config.train.seed {
+        differences.push("train.batch_size or train.seed".to_string());
+    }
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Checkpoint {
+            url: url.to_string(),
+            message: format!(
+                "made by a different job ({}); resume with the same settings or use a new output.url",
+                differences.join("; ")
+            ),
+        })
+    }
+}
+
+/// Images u8 NHWC -> float NCHW in [-1, 1] on `device`, as `(x - 127.5) / 127.5`.
+pub fn images_to_tensor(pixels: &[u8], batch: i64, size: i64, channels: i64, device: Device) -> Tensor {
+    let x = Tensor::from_slice(pixels)
+        .view([batch, size, size, channels])
+        .to_device(device);
+    (x.permute([0, 3, 1, 2]).to_kind(Kind::Float) - 127.5) / 127.5
+}
+
+/// The per-step random seed: everything random in step `step` depends on (seed, step) only, so
+/// a resumed run draws exactly what an uninterrupted one would.
+pub fn step_seed(seed: u64, step: u64) -> i64 {
+    dataprep::reader::mix(&[seed, step, 0x57E9]) as i64
+}
+
+/// Runs a job to `train.steps`, resuming from the latest checkpoint in the output if there is one.
+pub fn train(config: &JobConfig, options: &TrainOptions) -> Result<TrainSummary> {
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let output = Location::parse(&config.output.url)?;
+    let dataset = runtime.block_on(Dataset::open(&config.data.url))?;
+    let classes = check_against_dataset(config, &dataset)?;
+    let device = crate::device::resolve_device(&config.train.device)?;
+    if config.train.threads > 0 {
+        tch::set_num_threads(config.train.threads);
+    }
+    let channels = i64::from(dataset.manifest().image.channels);
+    let mut gan = build_gan(config, channels, classes.len() as i64, device);
+
+    let mut step = 0u64;
+    let mut position = Position::default();
+    let mut last_checkpoint: Option<String> = None;
+    let mut metrics = None;
+    let mut lines: Vec<String> = Vec::new();
+    if let Some(folder) = runtime.block_on(checkpoint::latest(&output))? {
+        let ckpt = runtime.block_on(checkpoint::load(&folder))?;
+        check_resumable(config, &ckpt.state, &ckpt.url)?;
+        let bad = |message: String| Error::Checkpoint {
+            url: ckpt.url.clone(),
+            message,
+        };
+        gan.load_generator(&ckpt.generator).map_err(bad)?;
+        gan.load_critic(&ckpt.critic).map_err(bad)?;
+        gan.load_optimizers(&ckpt.optimizer).map_err(bad)?;
+        step = ckpt.state.step;
+        position = ckpt.state.position;
+        metrics = ckpt.state.metrics;
+        if let Some(previous) = runtime.block_on(output.get_opt(METRICS_FILE))? {
+            lines = String::from_utf8_lossy(&previous)
+                .lines()
+                .filter(|l| serde_json::from_str::<MetricsLine>(l).is_ok_and(|m| m.step <= step))
+                .map(str::to_string)
+                .collect();
+        }
+        tracing::info!(checkpoint = %ckpt.url, step, "resuming");
+        last_checkpoint = Some(ckpt.url);
+    }
+    let resumed_from = step;
+    runtime.block_on(output.put(CONFIG_FILE, config.to_toml().into_bytes()))?;
+
+    let loader = dataset.loader(LoaderOptions {
+        split: Some(config.split()),
+        batch_size: config.train.batch_size as usize,
+        seed: config.train.seed,
+        shuffle: true,
+        shuffle_window: config.data.shuffle_window,
+        rank: 0,
+        world_size: 1,
+        prefetch: 4,
+        condition: Some(config.condition()),
+    })?;
+    let mut batches = {
+        let _guard = runtime.enter();
+        loader.stream(position)
+    };
+    let latents = samples::fixed_latents(config.train.seed, config.train.sample_rows, config.model.z_dim);
+    let total = config.train.steps;
+    let bar = progress_bar(options.progress, total, step);
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    let size = config.model.image_size;
+    let save = |gan: &Gan, step: u64, position: Position, metrics: Option<StepMetrics>| -> Result<String> {
+        let state = TrainState {
+            step,
+            position,
+            seed: config.train.seed,
+            channels,
+            classes: classes.names.clone(),
+            metrics,
+            config: config.clone(),
+        };
+        let files = vec![
+            (
+                checkpoint::GENERATOR,
+                checkpoint::to_safetensors(gan.generator_tensors().iter())?,
+            ),
+            (
+                checkpoint::CRITIC,
+                checkpoint::to_safetensors(gan.critic_tensors().iter())?,
+            ),
+            (
+                checkpoint::OPTIMIZER,
+                checkpoint::to_safetensors(gan.optimizer_tensors().iter().map(|(n, t)| (n, t)))?,
+            ),
+        ];
+        runtime.block_on(checkpoint::save(&output, files, &state))
+    };
+
+    while step < total {
+        let batch = match batches.blocking_next() {
+            Some(batch) => batch?,
+            None => unreachable!("the training stream has no end"),
+        };
+        let real = images_to_tensor(&batch.pixels, batch.len as i64, size, channels, device);
+        let labels = Tensor::from_slice(&batch.classes).to_device(device);
+        tch::manual_seed(step_seed(config.train.seed, step + 1));
+        let m = Gan::read_metrics(&gan.step(&real, &labels));
+        step += 1;
+        position = batch.next;
+        if let Some((metric, value)) = m.non_finite() {
+            bar.abandon();
+            let last_good = match &last_checkpoint {
+                Some(url) => format!("the last good checkpoint is {url}"),
+                None => "no checkpoint was written yet".to_string(),
+            };
+            return Err(Error::NonFinite {
+                metric,
+                value,
+                step,
+                last_good,
+            });
+        }
+        metrics = Some(m);
+        let images_per_sec =
+            ((step - resumed_from) as f64 * batch.len as f64) / started.elapsed().as_secs_f64().max(1e-9);
+        let line = MetricsLine {
+            step,
+            epoch: batch.epoch,
+            metrics: m,
+            images_per_sec,
+        };
+        lines.push(serde_json::to_string(&line).expect("metrics serialise"));
+        bar.set_position(step);
+        bar.set_message(format!(
+            "{images_per_sec:.1} img/s  c_loss {:.3}  c_wass {:.3}  c_gp {:.3}  g_loss {:.3}",
+            m.c_loss, m.c_wass_loss, m.c_gp, m.g_loss
+        ));
+        if bar.is_hidden() && last_log.elapsed().as_secs() >= 10 {
+            last_log = Instant::now();
+            tracing::info!(
+                step,
+                total,
+                images_per_sec,
+                c_loss = m.c_loss,
+                c_wass_loss = m.c_wass_loss,
+                c_gp = m.c_gp,
+                g_loss = m.g_loss,
+                "training"
+            );
+        }
+        let every = |n: u64| n > 0 && step % n == 0;
+        let last = step == total;
+        if every(config.train.sample_every) || last {
+            let png = samples::label_swap_grid(&gan, &latents, &classes.names);
+            let name = format!("samples/{}.png", checkpoint::folder_name(step));
+            runtime.block_on(output.put(&name, png))?;
+        }
+        if every(config.train.checkpoint_every) || last {
+            runtime.block_on(output.put(METRICS_FILE, (lines.join("\n") + "\n").into_bytes()))?;
+            let url = save(&gan, step, position, metrics)?;
+            tracing::info!(step, checkpoint = %url, "checkpoint written");
+            last_checkpoint = Some(url);
+        }
+    }
+    bar.finish_and_clear();
+    let images_per_sec =
+        ((step - resumed_from) as f64 * config.train.batch_size as f64) / started.elapsed().as_secs_f64().max(1e-9);
+    let checkpoint = match last_checkpoint {
+        Some(url) => url,
+        None => save(&gan, step, position, metrics)?,
+    };
+    let nan = StepMetrics {
+        c_loss: f64::NAN,
+        c_wass_loss: f64::NAN,
+        c_gp: f64::NAN,
+        g_loss: f64::NAN,
+    };
+    let metrics = metrics.unwrap_or(nan);
+    Ok(TrainSummary {
+        steps: step,
+        resumed_from,
+        checkpoint,
+        metrics,
+        images_per_sec,
+        device: crate::device::device_name(device),
+    })
+}
+
+fn progress_bar(show: bool, total: u64, at: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total).with_position(at);
+    bar.set_style(ProgressStyle::with_template("step {pos}/{len} {bar:30} eta {eta}  {msg}").expect("valid template"));
+    bar
+}

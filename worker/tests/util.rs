@@ -1,0 +1,68 @@
+//! Shared fixtures: a synthetic CelebA packed at 32x32, and small jobs on it.
+
+use std::path::{Path, PathBuf};
+
+use dataprep::celeba::Dialect;
+use dataprep::imaging::{Crop, Recipe};
+use dataprep::pack::{PackOptions, pack};
+use dataprep::synth::{SynthOptions, synth_celeba};
+use worker::config::JobConfig;
+
+/// Synthesises `count` images and packs them at 32x32 under `dir/packed`; returns the dataset URL.
+pub(crate) fn packed_celeba(dir: &Path, count: usize, seed: u64) -> String {
+    let input = dir.join("celeba");
+    synth_celeba(
+        &input,
+        &SynthOptions {
+            count,
+            seed,
+            dialect: Dialect::Official,
+        },
+    )
+    .expect("synth");
+    let source = dataprep::celeba::scan(&input).expect("scan");
+    let out = dir.join("packed");
+    let location = dataprep::Location::parse(out.to_str().unwrap()).unwrap();
+    let options = PackOptions {
+        shard_mb: 0.5,
+        row_group: 64,
+        ..PackOptions::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(pack(source, Recipe::square(Crop::Center, 32, 3), &location, &options))
+        .expect("pack");
+    out.to_str().unwrap().to_string()
+}
+
+/// A small, fast job on `data` writing to `output`.
+pub(crate) fn small_job(data: &str, output: &Path) -> JobConfig {
+    let text = format!(
+        r#"
+[data]
+url = "{data}"
+condition = "Blond_Hair"
+[model]
+image_size = 32
+z_dim = 16
+width = 16
+[train]
+batch_size = 8
+steps = 4
+checkpoint_every = 2
+sample_every = 2
+sample_rows = 3
+device = "cpu"
+lr = 1e-4
+[output]
+url = "{}"
+"#,
+        output.display()
+    );
+    JobConfig::from_toml(&text, "test job").unwrap()
+}
+
+/// Path of the repository root.
+pub(crate) fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
