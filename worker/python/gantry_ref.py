@@ -1,7 +1,7 @@
 """PyTorch eager reference of gantry's conditional WGAN-GP (the seed's model and step).
 
 Used two ways:
-  python gantry_ref.py bench [--image-size 64] [--batch 128] [--steps 5] [--threads N]
+  python gantry_ref.py bench [--image-size 64] [--batch 128] [--steps 5] [--threads N] [--channels-last]
       times full training steps exactly like `worker bench` and prints the same line;
   python gantry_ref.py check IN.safetensors OUT.safetensors
       loads weights and inputs written by the trainer's numerics test, recomputes the generator
@@ -150,6 +150,10 @@ def bench(args):
     opt = dict(lr=5e-5, betas=(0.5, 0.9), eps=1e-7)
     g_opt, c_opt = torch.optim.Adam(g.parameters(), **opt), torch.optim.Adam(c.parameters(), **opt)
     real = torch.rand(args.batch, 3, args.image_size, args.image_size) * 2 - 1
+    if args.channels_last:
+        g, c = g.to(memory_format=torch.channels_last), c.to(memory_format=torch.channels_last)
+        g_opt, c_opt = torch.optim.Adam(g.parameters(), **opt), torch.optim.Adam(c.parameters(), **opt)
+        real = real.contiguous(memory_format=torch.channels_last)
     onehot = F.one_hot(torch.randint(2, (args.batch,)), 2).float()
     for _ in range(args.warmup):
         train_step(g, c, g_opt, c_opt, real, onehot, 32).tolist()
@@ -158,7 +162,8 @@ def bench(args):
         train_step(g, c, g_opt, c_opt, real, onehot, 32).tolist()
     seconds = time.perf_counter() - start
     print(f"train_step images_per_sec={args.steps * args.batch / seconds:.2f} ms_per_step={seconds * 1000 / args.steps:.1f}"
-          f"  (pytorch {torch.__version__}, {torch.get_num_threads()} threads)")
+          f"  (pytorch {torch.__version__}, {torch.get_num_threads()} threads"
+          f"{', channels-last' if args.channels_last else ''})")
 
 
 def check(args):
@@ -201,6 +206,7 @@ def main():
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--width", type=int, default=128)
     b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--channels-last", action="store_true", help="channels-last layout (as gantry uses)")
     c = sub.add_parser("check")
     c.add_argument("input")
     c.add_argument("output")

@@ -7,7 +7,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::adam::AdamConfig;
 use crate::gan::{Gan, StepConfig};
-use crate::model::ModelSpec;
+use crate::model::{ModelSpec, channels_last};
 
 /// Options of [`run`].
 #[derive(Debug, Clone)]
@@ -72,7 +72,9 @@ pub fn run(options: &BenchOptions) -> BenchResult {
         0,
     );
     let opts = (Kind::Float, options.device);
-    let real = Tensor::rand([options.batch, 3, options.image_size, options.image_size], opts) * 2.0 - 1.0;
+    // Real batches arrive channels-last from the loader (NHWC bytes viewed as NCHW).
+    let real =
+        channels_last(&(Tensor::rand([options.batch, 3, options.image_size, options.image_size], opts) * 2.0 - 1.0));
     let labels = Tensor::randint(2, [options.batch], (Kind::Int64, options.device));
     for _ in 0..options.warmup {
         Gan::read_metrics(&gan.step(&real, &labels));

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::adam::{Adam, AdamConfig};
-use crate::model::{Critic, Generator, ModelSpec, one_hot};
+use crate::model::{Critic, Generator, ModelSpec, channels_last, one_hot};
 
 /// Epsilon inside the gradient norm's square root (the book has none: NaN at zero gradient).
 pub const GP_EPSILON: f64 = 1e-12;
@@ -92,6 +92,11 @@ impl Gan {
         let critic = Critic::new(&c_vs.root(), spec);
         g_vs.set_device(device);
         c_vs.set_device(device);
+        for vs in [&g_vs, &c_vs] {
+            for (_, mut var) in vs.variables() {
+                tch::no_grad(|| var.set_data(&channels_last(&var)));
+            }
+        }
         let g_opt = Adam::new(trainable(&g_vs), adam);
         let c_opt = Adam::new(trainable(&c_vs), adam);
         Self {

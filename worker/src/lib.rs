@@ -18,3 +18,17 @@ pub mod samples;
 pub mod train;
 
 pub use error::{Error, Result};
+
+/// Makes glibc's malloc keep freed memory for reuse: no `mmap` for large blocks and no trimming of
+/// the heap. A training step allocates and frees the same large activations every time; by
+/// default each is `mmap`ed, faulted in page by page and unmapped again, which costs about a
+/// third of a CPU step (measured: 9.5 -> 12.5 images/s at the book's settings on 2 cores). The
+/// process keeps its peak memory instead. Process-wide: called by the `worker` binary at start.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}

@@ -121,6 +121,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    worker::keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli.command) {

@@ -78,6 +78,7 @@ fn generated_images_obey_the_requested_class() {
     job.train.checkpoint_every = 0;
     job.train.sample_every = 0;
     job.train.sample_rows = 8;
+    worker::keep_freed_memory();
     let started = std::time::Instant::now();
     let summary = train(&job, &TrainOptions::default()).unwrap();
     let seconds = started.elapsed().as_secs_f64();
