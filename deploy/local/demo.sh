@@ -2,22 +2,31 @@
 # gantry's main job, end to end on one machine with local files:
 #   1. set-up (deploy/bootstrap.sh: .venv with torch, release build)
 #   2. a synthetic CelebA folder in the real on-disk layout (CelebA itself cannot be fetched here;
-#      point INPUT at a real download to use it instead)
-#   3. pack it into Parquet shards at 64x64, centre-cropped
-#   4. inspect the dataset and render a preview grid (one row per Blond_Hair class)
-# Everything lands under .gantry/demo/ (override with GANTRY_DEMO_DIR).
+#      set INPUT=/path/to/celeba to use a real download instead)
+#   3. pack it into Parquet shards at 32x32, centre-cropped, and render a preview per class
+#   4. train the conditional WGAN-GP on Blond_Hair (deploy/local/demo-job.toml), resuming if a
+#      previous demo run left checkpoints
+#   5. generate images per class and the label-swap grid from the final checkpoint
+# Everything lands under .gantry/demo/.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
 cd "$GANTRY_ROOT"
 deploy/bootstrap.sh
 
-demo=${GANTRY_DEMO_DIR:-$GANTRY_ROOT/.gantry/demo}
+demo=.gantry/demo
 count=${GANTRY_DEMO_IMAGES:-2000}
 mkdir -p "$demo"
 input=${INPUT:-$demo/celeba-synth}
-if [ -z "${INPUT:-}" ]; then
+if [ -z "${INPUT:-}" ] && [ ! -f "$input/list_attr_celeba.txt" ]; then
   "$GANTRY_BIN/dataprep" synth celeba --output "$input" --count "$count" --seed 0
 fi
-"$GANTRY_BIN/dataprep" pack celeba --input "$input" --output "$demo/datasets/celeba64" --size 64 --crop center
-"$GANTRY_BIN/dataprep" inspect "$demo/datasets/celeba64" --preview "$demo/preview.png" --by Blond_Hair
-echo "demo: dataset at $demo/datasets/celeba64, preview at $demo/preview.png"
+if [ ! -f "$demo/datasets/celeba32/manifest.json" ]; then
+  "$GANTRY_BIN/dataprep" pack celeba --input "$input" --output "$demo/datasets/celeba32" --size 32 --crop center
+fi
+"$GANTRY_BIN/dataprep" inspect "$demo/datasets/celeba32" --preview "$demo/preview.png" --by Blond_Hair
+
+"$GANTRY_BIN/worker" train --config deploy/local/demo-job.toml
+"$GANTRY_BIN/worker" generate --checkpoint "$demo/runs/blond32" --count 8 --out "$demo/generated" \
+  --grid "$demo/label-swap.png"
+echo "demo: samples during training in $demo/runs/blond32/samples/, metrics in $demo/runs/blond32/metrics.jsonl"
+echo "demo: label-swap grid at $demo/label-swap.png, images per class under $demo/generated/"

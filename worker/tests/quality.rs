@@ -73,7 +73,7 @@ fn generated_images_obey_the_requested_class() {
     job.model.width = 32;
     job.model.z_dim = 32;
     job.train.batch_size = 32;
-    job.train.steps = 400;
+    job.train.steps = 800;
     job.train.lr = 2e-4;
     job.train.checkpoint_every = 0;
     job.train.sample_every = 0;
@@ -121,6 +121,6 @@ fn generated_images_obey_the_requested_class() {
         real_accuracy > 0.9,
         "the classifier itself must work on real images: {real_accuracy}"
     );
-    assert!(conditional > 0.8, "conditional accuracy {conditional}");
-    assert!(swapped > 0.6, "label swap {swapped}");
+    assert!(conditional > 0.9, "conditional accuracy {conditional}");
+    assert!(swapped > 0.8, "label swap {swapped}");
 }
