@@ -36,13 +36,14 @@ pub fn label_swap_grid(gan: &Gan, latents: &Tensor, class_names: &[String]) -> V
     let classes = class_names.len() as i64;
     let spec = gan.spec;
     let size = spec.image_size as u32;
+    let longest_label = class_names.iter().map(|n| n.chars().count() as u32 * 8 + 4).max().unwrap_or(0);
     let mut grid = Grid::new(
         rows as usize,
         classes as usize,
         size,
         size,
         spec.channels as u32,
-        Grid::scale_for(size, 96),
+        Grid::scale_for(size, longest_label.max(96)),
     )
     .with_col_labels(class_names.to_vec());
     let image_bytes = (size * size) as usize * spec.channels as usize;
