@@ -208,7 +208,7 @@ impl JobConfig {
                 p.push(format!("train.{name} is {beta}, expected 0 <= {name} < 1"));
             }
         }
-        if !(t.adam_eps > 0.0) {
+        if t.adam_eps.is_nan() || t.adam_eps <= 0.0 {
             p.push(format!("train.adam_eps is {}, expected a positive number", t.adam_eps));
         }
         if !(t.gp_weight >= 0.0 && t.gp_weight.is_finite()) {

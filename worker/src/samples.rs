@@ -36,7 +36,11 @@ pub fn label_swap_grid(gan: &Gan, latents: &Tensor, class_names: &[String]) -> V
     let classes = class_names.len() as i64;
     let spec = gan.spec;
     let size = spec.image_size as u32;
-    let longest_label = class_names.iter().map(|n| n.chars().count() as u32 * 8 + 4).max().unwrap_or(0);
+    let longest_label = class_names
+        .iter()
+        .map(|n| n.chars().count() as u32 * 8 + 4)
+        .max()
+        .unwrap_or(0);
     let mut grid = Grid::new(
         rows as usize,
         classes as usize,

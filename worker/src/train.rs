@@ -317,7 +317,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions) -> Result<TrainSummary>
                 "training"
             );
         }
-        let every = |n: u64| n > 0 && step % n == 0;
+        let every = |n: u64| n > 0 && step.is_multiple_of(n);
         let last = step == total;
         if every(config.train.sample_every) || last {
             let png = samples::label_swap_grid(&gan, &latents, &classes.names);
