@@ -7,6 +7,7 @@ use crate::util::*;
 
 #[test]
 fn a_run_writes_config_checkpoints_samples_and_metrics_and_generate_reads_them() {
+    let _serial = crate::util::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let data = packed_celeba(dir.path(), 40, 8);
     let out = dir.path().join("out");
@@ -28,14 +29,15 @@ fn a_run_writes_config_checkpoints_samples_and_metrics_and_generate_reads_them()
             assert!(out.join("checkpoints").join(step).join(file).is_file(), "{step}/{file}");
         }
         let grid = image::open(out.join("samples").join(format!("{step}.png"))).unwrap();
-        // 3 rows (latents) and 2 columns (not blond, blond) of 32px images scaled to 96px, plus labels.
+        // 3 rows (latents) and 2 columns (not blond, blond) of 32px images scaled 4x so that the
+        // label "not Blond_Hair" fits above its column, plus the label row.
         assert!(
-            grid.width() > 2 * 96 && grid.width() < 3 * 96,
+            grid.width() > 2 * 128 && grid.width() < 3 * 128,
             "grid width {}",
             grid.width()
         );
         assert!(
-            grid.height() > 3 * 96 && grid.height() < 4 * 96,
+            grid.height() > 3 * 128 && grid.height() < 4 * 128,
             "grid height {}",
             grid.height()
         );

@@ -8,6 +8,7 @@ use crate::util::*;
 
 #[test]
 fn jobs_that_do_not_fit_the_dataset_are_rejected_before_training() {
+    let _serial = crate::util::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let data = packed_celeba(dir.path(), 30, 9);
     let out = dir.path().join("out");
@@ -32,6 +33,7 @@ fn jobs_that_do_not_fit_the_dataset_are_rejected_before_training() {
 
 #[test]
 fn a_missing_shard_mid_run_is_named_and_the_last_checkpoint_kept() {
+    let _serial = crate::util::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let data = packed_celeba(dir.path(), 60, 10);
     let out = dir.path().join("out");
@@ -54,6 +56,7 @@ fn a_missing_shard_mid_run_is_named_and_the_last_checkpoint_kept() {
 
 #[test]
 fn a_diverging_run_stops_at_the_nan_step_naming_the_last_good_checkpoint() {
+    let _serial = crate::util::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let data = packed_celeba(dir.path(), 40, 11);
     let out = dir.path().join("out");

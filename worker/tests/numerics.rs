@@ -19,6 +19,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn generator_critic_gradient_penalty_and_adam_match_pytorch() {
+    let _serial = crate::util::exclusive();
     let spec = ModelSpec {
         image_size: 16,
         channels: 3,

@@ -66,6 +66,7 @@ fn accuracy(predicted: &Tensor, wanted: &Tensor) -> f64 {
 
 #[test]
 fn generated_images_obey_the_requested_class() {
+    let _serial = crate::util::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let data = packed_celeba(dir.path(), 1200, 21);
     let out = dir.path().join("out");

@@ -28,6 +28,7 @@ fn final_tensors(output: &std::path::Path) -> (u64, HashMap<String, Tensor>, dat
 
 #[test]
 fn a_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one() {
+    let _serial = crate::util::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let data = packed_celeba(dir.path(), 60, 5);
     let mut job = small_job(&data, &dir.path().join("straight"));
@@ -75,6 +76,7 @@ fn a_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one() {
 
 #[test]
 fn a_torn_checkpoint_is_ignored_in_favour_of_the_previous_one() {
+    let _serial = crate::util::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let data = packed_celeba(dir.path(), 40, 6);
     let out = dir.path().join("out");

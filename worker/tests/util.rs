@@ -66,3 +66,11 @@ url = "{}"
 pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
+
+/// Serialises the tests that run libtorch: concurrent tests share libtorch's intra-op thread pool,
+/// which changes how reductions are split and so the last bits of results (and, through training,
+/// much more), while a training process runs one job at a time.
+pub(crate) fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
