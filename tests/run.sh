@@ -33,4 +33,6 @@ while True:
 PY
 export GANTRY_TEST_S3=s3://gantry-test GANTRY_REQUIRE_S3=1
 
+# --show-output prints what passing tests report (the conditioning figures of the quality test).
+if [ $# -eq 0 ]; then set -- -- --show-output; fi
 cargo test --release --workspace "$@"
