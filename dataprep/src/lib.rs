@@ -17,6 +17,7 @@ pub mod folder;
 pub mod grid;
 pub mod imaging;
 pub mod inspect;
+pub mod logging;
 pub mod manifest;
 pub mod pack;
 pub mod reader;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use dataprep::celeba::Dialect;
 use dataprep::imaging::{Crop, Recipe};
 use dataprep::manifest::Encoding;
@@ -18,16 +18,10 @@ use dataprep::{Condition, Dataset, Location};
 #[command(name = "dataprep", version, about)]
 struct Cli {
     /// Log format: `human` on a terminal, `json` for clusters.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
-    log_format: LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = dataprep::logging::LogFormat::Human)]
+    log_format: dataprep::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,21 +143,9 @@ enum PackKind {
     },
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    dataprep::logging::init(cli.log_format);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,

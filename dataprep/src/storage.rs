@@ -206,15 +206,17 @@ impl Location {
         }
     }
 
-    /// Names (relative to this location) of the objects directly inside it.
-    pub async fn list_names(&self) -> Result<Vec<String>> {
-        let listing = self
-            .store
+    async fn listing(&self) -> Result<object_store::ListResult> {
+        self.store
             .list_with_delimiter(Some(&self.prefix))
             .await
-            .map_err(|e| self.store_error("", e))?;
-        Ok(listing
-            .objects
+            .map_err(|e| self.store_error("", e))
+    }
+
+    /// Names (relative to this location) of the objects directly inside it.
+    pub async fn list_names(&self) -> Result<Vec<String>> {
+        let objects = self.listing().await?.objects;
+        Ok(objects
             .into_iter()
             .filter_map(|meta| meta.location.filename().map(str::to_string))
             .collect())
@@ -222,13 +224,8 @@ impl Location {
 
     /// Names of the sub-folders directly inside this location (common prefixes).
     pub async fn list_dirs(&self) -> Result<Vec<String>> {
-        let listing = self
-            .store
-            .list_with_delimiter(Some(&self.prefix))
-            .await
-            .map_err(|e| self.store_error("", e))?;
-        Ok(listing
-            .common_prefixes
+        let prefixes = self.listing().await?.common_prefixes;
+        Ok(prefixes
             .into_iter()
             .filter_map(|p| p.filename().map(str::to_string))
             .collect())

@@ -1,10 +1,9 @@
 //! `worker`: gantry's training process.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use worker::config::JobConfig;
 
 /// gantry's training worker.
@@ -12,16 +11,10 @@ use worker::config::JobConfig;
 #[command(name = "worker", version, about)]
 struct Cli {
     /// Log format: `human` on a terminal, `json` for clusters.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
-    log_format: LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = dataprep::logging::LogFormat::Human)]
+    log_format: dataprep::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,23 +100,10 @@ enum Command {
     },
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> ExitCode {
     worker::keep_freed_memory();
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    dataprep::logging::init(cli.log_format);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
