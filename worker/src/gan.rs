@@ -88,8 +88,8 @@ impl Gan {
         tch::manual_seed(seed as i64);
         let mut g_vs = nn::VarStore::new(Device::Cpu);
         let mut c_vs = nn::VarStore::new(Device::Cpu);
-        let generator = Generator::new(&g_vs.root(), spec);
-        let critic = Critic::new(&c_vs.root(), spec);
+        let generator = Generator::new(&g_vs.root(), spec, device);
+        let critic = Critic::new(&c_vs.root(), spec, device);
         g_vs.set_device(device);
         c_vs.set_device(device);
         for vs in [&g_vs, &c_vs] {

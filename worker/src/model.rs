@@ -102,8 +102,9 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// Creates the layers under `vs`.
-    pub fn new(vs: &nn::Path<'_>, spec: ModelSpec) -> Self {
+    /// Creates the layers under `vs`; `device` is where the model will run (`vs` may still be
+    /// on the CPU, where weights are initialised).
+    pub fn new(vs: &nn::Path<'_>, spec: ModelSpec, device: tch::Device) -> Self {
         let w = spec.width;
         let convt = |vs: nn::Path<'_>, cin: i64, cout: i64, stride: i64, padding: i64, bias: bool| {
             let cfg = nn::ConvTransposeConfig {
@@ -131,7 +132,7 @@ impl Generator {
         let output = convt(vs / "output", cin, spec.channels, 2, 1, true);
         Self {
             spec,
-            act: LeakyRelu::new(0.2, vs.device()),
+            act: LeakyRelu::new(0.2, device),
             input,
             input_bn,
             blocks,
@@ -161,8 +162,9 @@ pub struct Critic {
 }
 
 impl Critic {
-    /// Creates the layers under `vs`.
-    pub fn new(vs: &nn::Path<'_>, spec: ModelSpec) -> Self {
+    /// Creates the layers under `vs`; `device` is where the model will run (`vs` may still be
+    /// on the CPU, where weights are initialised).
+    pub fn new(vs: &nn::Path<'_>, spec: ModelSpec, device: tch::Device) -> Self {
         let conv = |vs: nn::Path<'_>, cin: i64, cout: i64, stride: i64, padding: i64| {
             let cfg = nn::ConvConfig {
                 stride,
@@ -180,7 +182,7 @@ impl Critic {
             let slope = if i == 1 { 0.3 } else { 0.2 };
             blocks.push((
                 conv(vs / format!("block{i}"), cin, cout, 2, 1),
-                LeakyRelu::new(slope, vs.device()),
+                LeakyRelu::new(slope, device),
                 i > 0,
             ));
             cin = cout;
