@@ -17,16 +17,20 @@ demo=.gantry/demo
 count=${GANTRY_DEMO_IMAGES:-2000}
 mkdir -p "$demo"
 input=${INPUT:-$demo/celeba-synth}
-if [ -z "${INPUT:-}" ] && [ ! -f "$input/list_attr_celeba.txt" ]; then
+dataset=$demo/datasets/celeba32
+run=$demo/runs/blond32
+if [ -n "${INPUT:-}" ]; then
+  dataset=$demo/datasets/celeba32-input
+  run=$demo/runs/blond32-input
+elif [ ! -f "$input/list_attr_celeba.txt" ]; then
   "$GANTRY_BIN/dataprep" synth celeba --output "$input" --count "$count" --seed 0
 fi
-if [ ! -f "$demo/datasets/celeba32/manifest.json" ]; then
-  "$GANTRY_BIN/dataprep" pack celeba --input "$input" --output "$demo/datasets/celeba32" --size 32 --crop center
+if [ ! -f "$dataset/manifest.json" ]; then
+  "$GANTRY_BIN/dataprep" pack celeba --input "$input" --output "$dataset" --size 32 --crop center
 fi
-"$GANTRY_BIN/dataprep" inspect "$demo/datasets/celeba32" --preview "$demo/preview.png" --by Blond_Hair
+"$GANTRY_BIN/dataprep" inspect "$dataset" --preview "$demo/preview.png" --by Blond_Hair
 
-"$GANTRY_BIN/worker" train --config deploy/local/demo-job.toml
-"$GANTRY_BIN/worker" generate --checkpoint "$demo/runs/blond32" --count 8 --out "$demo/generated" \
-  --grid "$demo/label-swap.png"
-echo "demo: samples during training in $demo/runs/blond32/samples/, metrics in $demo/runs/blond32/metrics.jsonl"
+"$GANTRY_BIN/worker" train --config deploy/local/demo-job.toml --data "$dataset" --output "$run"
+"$GANTRY_BIN/worker" generate --checkpoint "$run" --count 8 --out "$demo/generated" --grid "$demo/label-swap.png"
+echo "demo: samples during training in $run/samples/, metrics in $run/metrics.jsonl"
 echo "demo: label-swap grid at $demo/label-swap.png, images per class under $demo/generated/"

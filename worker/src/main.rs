@@ -144,6 +144,13 @@ fn run(command: Command) -> anyhow::Result<()> {
                 job.train.seed = seed;
             }
             let summary = worker::train::train(&job, &worker::train::TrainOptions::from_terminal())?;
+            if summary.steps == summary.resumed_from {
+                println!(
+                    "already at step {} (train.steps); nothing to train; checkpoint {}",
+                    summary.steps, summary.checkpoint
+                );
+                return Ok(());
+            }
             let m = summary.metrics;
             println!(
                 "trained to step {} on {} ({:.1} images/s{}); c_loss {:.4} c_wass_loss {:.4} c_gp {:.4} g_loss {:.4}; checkpoint {}",
