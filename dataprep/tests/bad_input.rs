@@ -182,6 +182,17 @@ async fn a_failed_pack_leaves_no_manifest_and_a_rerun_replaces_everything() {
     assert_eq!(read_all(&url, None, None).await.len(), 9);
 }
 
+/// The first error an epoch of `loader` yields, as text.
+async fn first_error(loader: &dataprep::Loader) -> Option<String> {
+    let mut stream = loader.epoch(0, 0);
+    while let Some(batch) = stream.next().await {
+        if let Err(e) = batch {
+            return Some(e.to_string());
+        }
+    }
+    None
+}
+
 #[tokio::test]
 async fn a_missing_or_truncated_shard_is_named_by_the_reader() {
     let dir = tempfile::tempdir().unwrap();
@@ -201,30 +212,14 @@ async fn a_missing_or_truncated_shard_is_named_by_the_reader() {
             ..Default::default()
         })
         .unwrap();
-    let mut stream = loader.epoch(0, 0);
-    let mut error = None;
-    while let Some(batch) = stream.next().await {
-        if let Err(e) = batch {
-            error = Some(e.to_string());
-            break;
-        }
-    }
-    let error = error.expect("reading a truncated shard must fail");
+    let error = first_error(&loader).await.expect("reading a truncated shard must fail");
     assert!(
         error.contains(victim.as_str()) && error.contains("truncated"),
         "{error}"
     );
 
     std::fs::remove_file(out.join(victim)).unwrap();
-    let mut stream = loader.epoch(0, 0);
-    let mut error = None;
-    while let Some(batch) = stream.next().await {
-        if let Err(e) = batch {
-            error = Some(e.to_string());
-            break;
-        }
-    }
-    let error = error.expect("reading a missing shard must fail");
+    let error = first_error(&loader).await.expect("reading a missing shard must fail");
     assert!(error.contains(victim.as_str()) && error.contains("missing"), "{error}");
 }
 
