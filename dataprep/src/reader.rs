@@ -154,10 +154,11 @@ impl Dataset {
             .try_collect()
             .await
             .map_err(shard_error)?;
-        let manifest = self.manifest().clone();
-        let decoded = tokio::task::spawn_blocking(move || Block::decode(&manifest, &batches, classes.as_deref()))
-            .await
-            .expect("block decoder panicked");
+        let dataset = self.clone(); // an Arc: the manifest is not copied per row group
+        let decoded =
+            tokio::task::spawn_blocking(move || Block::decode(dataset.manifest(), &batches, classes.as_deref()))
+                .await
+                .expect("block decoder panicked");
         let block_data = decoded.map_err(|message| Error::Shard {
             url: url.clone(),
             message: format!("row group {}: {message}", block.row_group),
