@@ -1,3 +1,34 @@
-//! gantry's wire contract. The `.proto` files of the job and worker services (package
-//! `gantry.v1`) and their tonic/prost code land here with the coordinator; nothing else in the
-//! workspace speaks gRPC yet.
+//! gantry's wire contract.
+//!
+//! - [`pb`]: the messages and the tonic clients and servers of `gantry/v1/gantry.proto`
+//!   (package `gantry.v1`): the job service that people and scripts call, and the worker service
+//!   that `worker serve` agents call.
+//! - [`job`]: the job spec as a TOML job file ([`job::JobConfig`]), its conversion to and from
+//!   [`pb::JobSpec`], and its validation (alone, and against the dataset it names).
+//! - [`auth`]: bearer tokens on both sides of a call; [`client`]: a channel to the coordinator
+//!   (plain or TLS).
+
+pub mod auth;
+pub mod client;
+pub mod job;
+
+/// Generated from `gantry/v1/gantry.proto`.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("gantry.v1");
+}
+
+/// The encoded file descriptor set of `gantry.v1`, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/gantry_v1_descriptor.bin"));
+
+impl pb::JobState {
+    /// Whether a job in this state will not change again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    /// The state in capitals, as people read it (`QUEUED`).
+    pub fn label(self) -> &'static str {
+        self.as_str_name().trim_start_matches("JOB_STATE_")
+    }
+}

@@ -3,19 +3,16 @@
 use serde::Serialize;
 use tch::Device;
 
+use crate::config::DeviceSpec;
 use crate::{Error, Result};
 
 /// Parses `auto`, `cpu`, `cuda` or `cuda:N` (without checking availability).
 pub fn parse_device(spec: &str) -> std::result::Result<Option<Device>, String> {
-    match spec {
-        "auto" => Ok(None),
-        "cpu" => Ok(Some(Device::Cpu)),
-        "cuda" => Ok(Some(Device::Cuda(0))),
-        _ => match spec.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => Ok(Some(Device::Cuda(i))),
-            _ => Err(format!("{spec:?} is not auto, cpu, cuda or cuda:N")),
-        },
-    }
+    Ok(match spec.parse::<DeviceSpec>()? {
+        DeviceSpec::Auto => None,
+        DeviceSpec::Cpu => Some(Device::Cpu),
+        DeviceSpec::Cuda(i) => Some(Device::Cuda(i)),
+    })
 }
 
 /// Resolves a device spec on this machine: `auto` picks CUDA when available; an unavailable CUDA

@@ -4,20 +4,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The job configuration is invalid; every problem is listed.
-    #[error("invalid job config:\n  - {}", problems.join("\n  - "))]
-    Config {
-        /// One line per problem, naming the key.
-        problems: Vec<String>,
-    },
-    /// A job file could not be read or parsed.
-    #[error("{path}: {message}")]
-    JobFile {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        message: String,
-    },
+    /// The job file or spec is unusable; every problem is listed.
+    #[error(transparent)]
+    Job(#[from] gantry_proto::job::JobError),
     /// Reading data or writing artifacts failed.
     #[error(transparent)]
     Data(#[from] dataprep::Error),

@@ -2,6 +2,7 @@
 //! sample grids and metrics in the job's output, and exact resume from the latest checkpoint.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Instant;
 
 use dataprep::{Dataset, LoaderOptions, Location, Position};
@@ -78,11 +79,37 @@ pub struct TrainSummary {
     pub device: String,
 }
 
+/// Hooks into a running job: the worker agent streams progress to the coordinator through them
+/// and stops a job on its orders. Called on the training thread; keep them quick.
+pub trait Observer: Send + Sync {
+    /// Training begins after step `step` (a resumed run's checkpoint step, else 0).
+    fn started(&self, _step: u64) {}
+    /// A step completed.
+    fn step(&self, _line: &MetricsLine) {}
+    /// A checkpoint was committed.
+    fn checkpoint(&self, _step: u64, _url: &str) {}
+    /// Asked before every step: `true` ends the run with [`Error::Stopped`] (no checkpoint).
+    fn should_stop(&self) -> bool {
+        false
+    }
+}
+
 /// Options of [`train`] that are not part of the job.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct TrainOptions {
     /// Show a progress bar (otherwise progress is logged).
     pub progress: bool,
+    /// Progress hooks and the stop signal.
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+impl std::fmt::Debug for TrainOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainOptions")
+            .field("progress", &self.progress)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl TrainOptions {
@@ -90,43 +117,15 @@ impl TrainOptions {
     pub fn from_terminal() -> Self {
         Self {
             progress: std::io::stderr().is_terminal(),
+            observer: None,
         }
     }
 }
 
-/// Checks the job against its dataset; lists every problem.
-fn check_against_dataset(config: &JobConfig, dataset: &Dataset) -> Result<dataprep::Classes> {
-    let manifest = dataset.manifest();
-    let mut problems = Vec::new();
-    let image = &manifest.image;
-    if image.height != image.width || i64::from(image.height) != config.model.image_size {
-        problems.push(format!(
-            "model.image_size is {} but the dataset at {} holds {}x{} images (repack it or change image_size)",
-            config.model.image_size,
-            dataset.location().url(),
-            image.height,
-            image.width
-        ));
-    }
-    let classes = match config.condition().resolve(manifest) {
-        Ok(classes) => Some(classes),
-        Err(e) => {
-            problems.push(format!("data.condition: {e}"));
-            None
-        }
-    };
-    let rows = manifest.split_rows(config.split());
-    if (rows as i64) < config.train.batch_size {
-        problems.push(format!(
-            "train.batch_size is {} but split {} of the dataset has {rows} rows",
-            config.train.batch_size, config.data.split
-        ));
-    }
-    match classes {
-        Some(classes) if problems.is_empty() => Ok(classes),
-        _ => Err(Error::Config { problems }),
-    }
-}
+/// The observer that sees nothing and never stops.
+struct Unobserved;
+
+impl Observer for Unobserved {}
 
 /// Checks that a checkpoint was made by a run this config can continue.
 fn check_resumable(config: &JobConfig, state: &TrainState, url: &str) -> Result<()> {
@@ -178,7 +177,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions) -> Result<TrainSummary>
         .expect("tokio runtime");
     let output = Location::parse(&config.output.url)?;
     let dataset = runtime.block_on(Dataset::open(&config.data.url))?;
-    let classes = check_against_dataset(config, &dataset)?;
+    let classes = config.check_dataset(&dataset)?;
     let device = crate::device::resolve_device(&config.train.device)?;
     if config.train.threads > 0 {
         tch::set_num_threads(config.train.threads);
@@ -215,6 +214,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions) -> Result<TrainSummary>
         last_checkpoint = Some(ckpt.url);
     }
     let resumed_from = step;
+    let observer: Arc<dyn Observer> = options.observer.clone().unwrap_or_else(|| Arc::new(Unobserved));
     runtime.block_on(output.put(CONFIG_FILE, config.to_toml().into_bytes()))?;
 
     let loader = dataset.loader(LoaderOptions {
@@ -265,7 +265,13 @@ pub fn train(config: &JobConfig, options: &TrainOptions) -> Result<TrainSummary>
         runtime.block_on(checkpoint::save(&output, files, &state))
     };
 
+    observer.started(step);
     while step < total {
+        if observer.should_stop() {
+            bar.abandon();
+            tracing::info!(step, "stopped on request");
+            return Err(Error::Stopped { step });
+        }
         let batch = match batches.blocking_next() {
             Some(batch) => batch?,
             None => unreachable!("the training stream has no end"),
@@ -299,6 +305,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions) -> Result<TrainSummary>
             images_per_sec,
         };
         lines.push(serde_json::to_string(&line).expect("metrics serialise"));
+        observer.step(&line);
         bar.set_position(step);
         bar.set_message(format!(
             "{images_per_sec:.1} img/s  c_loss {:.3}  c_wass {:.3}  c_gp {:.3}  g_loss {:.3}",
@@ -328,6 +335,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions) -> Result<TrainSummary>
             runtime.block_on(output.put(METRICS_FILE, (lines.join("\n") + "\n").into_bytes()))?;
             let url = save(&gan, step, position, metrics)?;
             tracing::info!(step, checkpoint = %url, "checkpoint written");
+            observer.checkpoint(step, &url);
             last_checkpoint = Some(url);
         }
     }

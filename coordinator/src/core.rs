@@ -1,0 +1,879 @@
+//! The coordinator's state machine, without I/O: jobs and their records, the worker pool, gang
+//! scheduling, heartbeat deadlines and the job lifecycle. Every change leaves the ids of the job
+//! records to persist and the events to broadcast in an outbox that the service drains after
+//! each call, under the same lock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use gantry_proto::job::JobConfig;
+use gantry_proto::pb;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Timing of the worker protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// A worker silent for this long is lost, and its gang fails.
+    pub heartbeat_timeout: Duration,
+}
+
+impl Timing {
+    /// How often workers are asked to heartbeat: a quarter of the timeout (at least 50 ms), so
+    /// that three lost heartbeats in a row are tolerated.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.heartbeat_timeout / 4).max(Duration::from_millis(50))
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    /// Waiting for workers.
+    Queued,
+    /// On a gang.
+    Running,
+    /// Reached its last step.
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl State {
+    fn pb(self) -> pb::JobState {
+        match self {
+            State::Queued => pb::JobState::Queued,
+            State::Running => pb::JobState::Running,
+            State::Succeeded => pb::JobState::Succeeded,
+            State::Failed => pb::JobState::Failed,
+            State::Cancelled => pb::JobState::Cancelled,
+        }
+    }
+
+    fn is_final(self) -> bool {
+        self.pb().is_final()
+    }
+
+    /// From the wire enum; `None` for UNSPECIFIED.
+    pub fn from_pb(state: pb::JobState) -> Option<Self> {
+        Some(match state {
+            pb::JobState::Unspecified => return None,
+            pb::JobState::Queued => State::Queued,
+            pb::JobState::Running => State::Running,
+            pb::JobState::Succeeded => State::Succeeded,
+            pb::JobState::Failed => State::Failed,
+            pb::JobState::Cancelled => State::Cancelled,
+        })
+    }
+}
+
+/// One try at running a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// 1 for the first try.
+    pub number: u32,
+    /// Worker ids by rank.
+    pub workers: Vec<String>,
+    /// Peer addresses by rank.
+    pub peers: Vec<String>,
+    /// The gang's shared secret.
+    pub secret: String,
+    /// Assignment time, Unix ms.
+    pub started_ms: i64,
+    /// End time, Unix ms; 0 while running.
+    pub ended_ms: i64,
+    /// Step the run resumed from, once reported.
+    pub resumed_from: u64,
+    /// Ranks that reported the end of the run.
+    pub finished_ranks: BTreeSet<u32>,
+    /// Why it ended, when it did not succeed.
+    pub reason: String,
+}
+
+/// The last reported step.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct MetricsRecord {
+    /// Steps completed.
+    pub step: u64,
+    /// Epoch of the step's batch.
+    pub epoch: u64,
+    /// Critic loss.
+    pub c_loss: f64,
+    /// Critic Wasserstein loss.
+    pub c_wass_loss: f64,
+    /// Gradient penalty.
+    pub c_gp: f64,
+    /// Generator loss.
+    pub g_loss: f64,
+    /// Throughput.
+    pub images_per_sec: f64,
+}
+
+impl From<&pb::StepMetrics> for MetricsRecord {
+    fn from(m: &pb::StepMetrics) -> Self {
+        Self {
+            step: m.step,
+            epoch: m.epoch,
+            c_loss: m.c_loss,
+            c_wass_loss: m.c_wass_loss,
+            c_gp: m.c_gp,
+            g_loss: m.g_loss,
+            images_per_sec: m.images_per_sec,
+        }
+    }
+}
+
+impl From<MetricsRecord> for pb::StepMetrics {
+    fn from(m: MetricsRecord) -> Self {
+        Self {
+            step: m.step,
+            epoch: m.epoch,
+            c_loss: m.c_loss,
+            c_wass_loss: m.c_wass_loss,
+            c_gp: m.c_gp,
+            g_loss: m.g_loss,
+            images_per_sec: m.images_per_sec,
+        }
+    }
+}
+
+/// A job's durable record (`jobs/<id>.json` in the state store).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// `job-NNNNNN`.
+    pub id: String,
+    /// Submission order.
+    pub seq: u64,
+    /// The resolved spec.
+    pub config: JobConfig,
+    /// Its state.
+    pub state: State,
+    /// Why it is in that state.
+    pub reason: String,
+    /// Tries so far.
+    pub attempts: Vec<AttemptRecord>,
+    /// Unix ms.
+    pub submitted_ms: i64,
+    /// Unix ms; 0 until final.
+    pub finished_ms: i64,
+    /// The last reported step.
+    pub metrics: Option<MetricsRecord>,
+    /// The last committed checkpoint: (step, url).
+    pub checkpoint: Option<(u64, String)>,
+}
+
+impl JobRecord {
+    /// The wire form.
+    pub fn to_pb(&self) -> pb::Job {
+        pb::Job {
+            id: self.id.clone(),
+            spec: Some(pb::JobSpec::from(&self.config)),
+            state: self.state.pb() as i32,
+            reason: self.reason.clone(),
+            attempts: self
+                .attempts
+                .iter()
+                .map(|a| pb::Attempt {
+                    number: a.number,
+                    workers: a.workers.clone(),
+                    started_ms: a.started_ms,
+                    ended_ms: a.ended_ms,
+                    resumed_from: a.resumed_from,
+                    reason: a.reason.clone(),
+                })
+                .collect(),
+            submitted_ms: self.submitted_ms,
+            finished_ms: self.finished_ms,
+            metrics: self.metrics.map(Into::into),
+            checkpoint: self.checkpoint.as_ref().map(|(step, url)| pb::CheckpointInfo {
+                step: *step,
+                url: url.clone(),
+            }),
+        }
+    }
+
+    fn current(&self) -> Option<&AttemptRecord> {
+        self.attempts.last().filter(|_| self.state == State::Running)
+    }
+
+    fn label(&self) -> &'static str {
+        self.state.pb().label()
+    }
+}
+
+/// What a worker is assigned, in the coordinator's view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Slot {
+    job_id: String,
+    attempt: u32,
+    rank: u32,
+}
+
+#[derive(Debug)]
+struct Worker {
+    address: String,
+    device: String,
+    hostname: String,
+    /// Registration order, for a stable pick of idle workers.
+    order: u64,
+    last_seen: Instant,
+    slot: Option<Slot>,
+}
+
+/// Something for the service to do after a call.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A job record changed: persist it and broadcast it.
+    Job(String),
+    /// A step completed (broadcast only).
+    Metrics(String, pb::StepMetrics),
+    /// A checkpoint was committed (broadcast; the record is persisted through [`Event::Job`]).
+    Checkpoint(String, pb::CheckpointInfo),
+}
+
+/// The coordinator's state.
+#[derive(Debug)]
+pub struct Core {
+    timing: Timing,
+    jobs: BTreeMap<String, JobRecord>,
+    next_seq: u64,
+    workers: HashMap<String, Worker>,
+    next_order: u64,
+    /// Running jobs recovered from the store get until then for their workers to re-register.
+    grace_until: Instant,
+    /// Workers lost to missed heartbeats, with how long they had been silent.
+    lost: HashMap<String, Duration>,
+    outbox: Vec<Event>,
+}
+
+/// Current Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::fill(buf.as_mut_slice());
+    hex::encode(buf)
+}
+
+impl Core {
+    /// A coordinator with the jobs of a store (empty for a fresh one). Running jobs keep their
+    /// gangs for one heartbeat timeout, waiting for the workers to re-register.
+    pub fn recover(timing: Timing, records: Vec<JobRecord>, now: Instant) -> Self {
+        let next_seq = records.iter().map(|r| r.seq).max().unwrap_or(0) + 1;
+        let mut core = Self {
+            timing,
+            jobs: records.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            next_seq,
+            workers: HashMap::new(),
+            next_order: 0,
+            grace_until: now + timing.heartbeat_timeout,
+            lost: HashMap::new(),
+            outbox: Vec::new(),
+        };
+        core.schedule();
+        core
+    }
+
+    /// The protocol timing.
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// Takes what the last calls left to persist and broadcast, in order.
+    pub fn drain(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    fn touched(&mut self, id: &str) {
+        self.outbox.push(Event::Job(id.to_string()));
+    }
+
+    /// A job by id.
+    pub fn job(&self, id: &str) -> Result<&JobRecord> {
+        self.jobs
+            .get(id)
+            .ok_or_else(|| Error::JobNotFound { id: id.to_string() })
+    }
+
+    /// All jobs in submission order, optionally only those in `states`.
+    pub fn list(&self, states: &[State]) -> Vec<&JobRecord> {
+        let mut jobs: Vec<&JobRecord> = self
+            .jobs
+            .values()
+            .filter(|j| states.is_empty() || states.contains(&j.state))
+            .collect();
+        jobs.sort_by_key(|j| j.seq);
+        jobs
+    }
+
+    /// Queues a validated job.
+    pub fn submit(&mut self, config: JobConfig) -> JobRecord {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let id = format!("job-{seq:06}");
+        let record = JobRecord {
+            id: id.clone(),
+            seq,
+            config,
+            state: State::Queued,
+            reason: "queued".to_string(),
+            attempts: Vec::new(),
+            submitted_ms: now_ms(),
+            finished_ms: 0,
+            metrics: None,
+            checkpoint: None,
+        };
+        self.jobs.insert(id.clone(), record);
+        self.touched(&id);
+        self.schedule();
+        self.jobs[&id].clone()
+    }
+
+    /// Cancels a queued or running job; its workers are told to stop and become idle.
+    pub fn cancel(&mut self, id: &str, reason: &str) -> Result<JobRecord> {
+        let job = self.job(id)?;
+        if job.state.is_final() {
+            return Err(Error::JobState {
+                id: id.to_string(),
+                state: job.label(),
+                message: "only a queued or running job can be cancelled".to_string(),
+            });
+        }
+        let reason = if reason.trim().is_empty() {
+            "cancelled".to_string()
+        } else {
+            format!("cancelled: {}", reason.trim())
+        };
+        self.end_attempt(id, &reason);
+        self.finish(id, State::Cancelled, reason);
+        self.schedule();
+        Ok(self.jobs[id].clone())
+    }
+
+    /// Ends the current attempt of a running job and frees its workers.
+    fn end_attempt(&mut self, id: &str, reason: &str) {
+        let job = self.jobs.get_mut(id).expect("known job");
+        if job.state != State::Running {
+            return;
+        }
+        let attempt = job.attempts.last_mut().expect("a running job has an attempt");
+        attempt.ended_ms = now_ms();
+        attempt.reason = reason.to_string();
+        let number = attempt.number;
+        for worker in self.workers.values_mut() {
+            if worker
+                .slot
+                .as_ref()
+                .is_some_and(|s| s.job_id == id && s.attempt == number)
+            {
+                worker.slot = None;
+            }
+        }
+    }
+
+    fn finish(&mut self, id: &str, state: State, reason: String) {
+        let job = self.jobs.get_mut(id).expect("known job");
+        job.state = state;
+        job.reason = reason;
+        job.finished_ms = now_ms();
+        self.touched(id);
+    }
+
+    /// A rank failed or was lost: the whole gang stops, and the job goes back to the queue to
+    /// restart from its latest checkpoint, unless it has used its restarts or `retryable` is false.
+    fn fail_gang(&mut self, id: &str, cause: String, retryable: bool) {
+        self.end_attempt(id, &cause);
+        let job = &self.jobs[id];
+        let attempts = job.attempts.len() as u32;
+        let max = job.config.job.max_restarts;
+        if !retryable {
+            tracing::warn!(job_id = %id, %cause, "job failed; not retryable");
+            self.finish(id, State::Failed, cause);
+        } else if attempts > max {
+            tracing::warn!(job_id = %id, %cause, attempts, "job failed; out of restarts");
+            self.finish(id, State::Failed, format!("{cause} (gave up after {max} restarts)"));
+        } else {
+            tracing::warn!(job_id = %id, %cause, attempts, "gang failed; job re-queued");
+            let job = self.jobs.get_mut(id).expect("known job");
+            job.state = State::Queued;
+            job.reason = format!("restarting from the latest checkpoint (restart {attempts} of {max}) after: {cause}");
+            self.touched(id);
+        }
+        self.schedule();
+    }
+
+    /// A worker joins the pool, or re-joins it with its id (and the work it still runs, which
+    /// is kept when it is still that worker's rank of a running job).
+    pub fn register(&mut self, req: &pb::RegisterRequest, now: Instant) -> (String, Duration) {
+        let id = if req.worker_id.is_empty() {
+            format!("w-{}", random_hex(4))
+        } else {
+            req.worker_id.clone()
+        };
+        let slot = req.running.as_ref().and_then(|r| {
+            let job = self.jobs.get(&r.job_id)?;
+            let current = job.current()?;
+            let owns = current.number == r.attempt && current.workers.get(r.rank as usize) == Some(&id);
+            owns.then(|| Slot {
+                job_id: r.job_id.clone(),
+                attempt: r.attempt,
+                rank: r.rank,
+            })
+        });
+        if let Some(slot) = &slot {
+            tracing::info!(worker_id = %id, job_id = %slot.job_id, rank = slot.rank, "worker re-attached to its job");
+        }
+        let order = match self.workers.get(&id) {
+            Some(w) => w.order,
+            None => {
+                self.next_order += 1;
+                self.next_order
+            }
+        };
+        self.lost.remove(&id);
+        self.workers.insert(
+            id.clone(),
+            Worker {
+                address: req.address.clone(),
+                device: req.device.clone(),
+                hostname: req.hostname.clone(),
+                order,
+                last_seen: now,
+                slot,
+            },
+        );
+        tracing::info!(worker_id = %id, address = %req.address, device = %req.device, pool = self.workers.len(), "worker registered");
+        self.schedule();
+        (id, self.timing.heartbeat_interval())
+    }
+
+    /// A worker is alive. Answers with the work it should start, and the jobs it should stop.
+    pub fn heartbeat(&mut self, req: &pb::HeartbeatRequest, now: Instant) -> pb::HeartbeatResponse {
+        let Some(worker) = self.workers.get_mut(&req.worker_id) else {
+            return pb::HeartbeatResponse {
+                register_again: true,
+                ..Default::default()
+            };
+        };
+        worker.last_seen = now;
+        let slot = worker.slot.clone();
+        let mut response = pb::HeartbeatResponse::default();
+        if let Some(running) = &req.running {
+            let mine = slot
+                .as_ref()
+                .is_some_and(|s| s.job_id == running.job_id && s.attempt == running.attempt);
+            if !mine {
+                response.stop_job_ids.push(running.job_id.clone());
+            }
+        }
+        if let Some(slot) = slot {
+            let runs_it = req
+                .running
+                .as_ref()
+                .is_some_and(|r| r.job_id == slot.job_id && r.attempt == slot.attempt);
+            if !runs_it {
+                response.assignment = self.assignment(&slot);
+            }
+        }
+        response
+    }
+
+    fn assignment(&self, slot: &Slot) -> Option<pb::Assignment> {
+        let job = self.jobs.get(&slot.job_id)?;
+        let attempt = job.current()?;
+        Some(pb::Assignment {
+            job_id: job.id.clone(),
+            attempt: attempt.number,
+            rank: slot.rank,
+            world_size: attempt.workers.len() as u32,
+            peers: attempt.peers.clone(),
+            secret: attempt.secret.clone(),
+            spec: Some(pb::JobSpec::from(&job.config)),
+        })
+    }
+
+    /// News from a worker about its assignment. Returns whether the worker should stop it
+    /// (the job no longer runs there).
+    pub fn report(&mut self, req: &pb::ReportRequest, now: Instant) -> bool {
+        if let Some(worker) = self.workers.get_mut(&req.worker_id) {
+            worker.last_seen = now;
+        }
+        let current = self
+            .jobs
+            .get(&req.job_id)
+            .and_then(|j| j.current())
+            .is_some_and(|a| a.number == req.attempt && a.workers.get(req.rank as usize) == Some(&req.worker_id));
+        if !current {
+            return true;
+        }
+        let id = req.job_id.as_str();
+        for event in &req.events {
+            let Some(event) = &event.event else { continue };
+            let job = self.jobs.get_mut(id).expect("known job");
+            if job.state != State::Running {
+                return true;
+            }
+            let attempt = job.attempts.last_mut().expect("a running job has an attempt");
+            use pb::worker_event::Event as E;
+            match event {
+                E::Started(step) => {
+                    attempt.resumed_from = *step;
+                    job.reason = if *step > 0 {
+                        format!("running attempt {}, resumed from step {step}", attempt.number)
+                    } else {
+                        format!("running attempt {}", attempt.number)
+                    };
+                    self.touched(id);
+                }
+                E::Metrics(m) => {
+                    job.metrics = Some(m.into());
+                    self.outbox.push(Event::Metrics(id.to_string(), m.clone()));
+                }
+                E::Checkpoint(c) => {
+                    job.checkpoint = Some((c.step, c.url.clone()));
+                    self.outbox.push(Event::Checkpoint(id.to_string(), c.clone()));
+                    self.touched(id);
+                }
+                E::Finished(c) => {
+                    job.checkpoint = Some((c.step, c.url.clone()));
+                    attempt.finished_ranks.insert(req.rank);
+                    if attempt.finished_ranks.len() == attempt.workers.len() {
+                        self.end_attempt(id, "");
+                        self.finish(id, State::Succeeded, format!("trained to step {}", c.step));
+                        self.schedule();
+                    } else {
+                        self.touched(id);
+                    }
+                }
+                E::Failed(f) => {
+                    let cause = format!("rank {} on worker {} failed: {}", req.rank, req.worker_id, f.message);
+                    self.fail_gang(id, cause, f.retryable);
+                    return true;
+                }
+                E::Stopped(step) => {
+                    let cause = format!("rank {} on worker {} stopped at step {step}", req.rank, req.worker_id);
+                    self.fail_gang(id, cause, true);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Periodic work: workers silent past the timeout are dropped from the pool and fail their
+    /// gangs; running jobs whose workers are gone fail theirs.
+    pub fn tick(&mut self, now: Instant) {
+        let timeout = self.timing.heartbeat_timeout;
+        let silent: Vec<(String, Duration)> = self
+            .workers
+            .iter()
+            .map(|(id, w)| (id.clone(), now.saturating_duration_since(w.last_seen)))
+            .filter(|(_, silent)| *silent > timeout)
+            .collect();
+        for (id, silent) in silent {
+            let worker = self.workers.remove(&id).expect("known worker");
+            tracing::warn!(worker_id = %id, hostname = %worker.hostname, silent_s = silent.as_secs_f64(), "worker lost");
+            self.lost.insert(id, silent);
+        }
+        let running: Vec<(String, Vec<String>)> = self
+            .jobs
+            .values()
+            .filter_map(|j| j.current().map(|a| (j.id.clone(), a.workers.clone())))
+            .collect();
+        for (job_id, gang) in running {
+            let missing = gang.iter().enumerate().find(|(_, w)| !self.workers.contains_key(*w));
+            let Some((rank, worker)) = missing else { continue };
+            let cause = match self.lost.get(worker) {
+                Some(silent) => format!(
+                    "worker {worker} (rank {rank}) missed heartbeats for {:.1} s (timeout {:.1} s)",
+                    silent.as_secs_f64(),
+                    timeout.as_secs_f64()
+                ),
+                None if now < self.grace_until => continue,
+                None => format!(
+                    "worker {worker} (rank {rank}) did not re-register within {:.1} s of the coordinator's restart",
+                    timeout.as_secs_f64()
+                ),
+            };
+            self.fail_gang(&job_id, cause, true);
+        }
+        self.schedule();
+    }
+
+    /// Starts queued jobs on idle workers: highest priority first, FIFO within a priority, a job
+    /// only when all its workers are idle at once (gang). A job larger than the whole pool
+    /// waits without holding up the others; one that fits the pool but not the idle workers
+    /// holds up the jobs behind it, so it is not starved by smaller ones.
+    fn schedule(&mut self) {
+        let mut queued: Vec<(i32, u64, String)> = self
+            .jobs
+            .values()
+            .filter(|j| j.state == State::Queued)
+            .map(|j| (j.config.job.priority, j.seq, j.id.clone()))
+            .collect();
+        queued.sort_by_key(|(priority, seq, _)| (-i64::from(*priority), *seq));
+        let pool = self.workers.len();
+        let mut idle: Vec<(u64, String)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.slot.is_none())
+            .map(|(id, w)| (w.order, id.clone()))
+            .collect();
+        idle.sort();
+        let mut blocked_by: Option<String> = None;
+        for (_, _, id) in queued {
+            let n = self.jobs[&id].config.job.workers as usize;
+            let reason = if n > pool {
+                format!("waiting: needs {n} workers, {pool} registered")
+            } else if let Some(head) = &blocked_by {
+                format!("waiting behind {head}")
+            } else if n > idle.len() {
+                blocked_by = Some(id.clone());
+                format!("waiting for {n} idle workers ({} of {pool} idle)", idle.len())
+            } else {
+                let gang: Vec<String> = idle.drain(..n).map(|(_, w)| w).collect();
+                self.start(&id, gang);
+                continue;
+            };
+            self.set_queued_reason(&id, reason);
+        }
+    }
+
+    /// Keeps a restarting job's cause in its reason while it waits.
+    fn set_queued_reason(&mut self, id: &str, waiting: String) {
+        let job = self.jobs.get_mut(id).expect("known job");
+        let reason = match job.reason.split_once("; waiting") {
+            Some((cause, _)) if cause.starts_with("restarting") => format!("{cause}; {waiting}"),
+            _ if job.reason.starts_with("restarting") => format!("{}; {waiting}", job.reason),
+            _ => waiting,
+        };
+        if job.reason != reason {
+            job.reason = reason;
+            self.touched(id);
+        }
+    }
+
+    fn start(&mut self, id: &str, gang: Vec<String>) {
+        let peers: Vec<String> = gang.iter().map(|w| self.workers[w].address.clone()).collect();
+        let job = self.jobs.get_mut(id).expect("known job");
+        let number = job.attempts.len() as u32 + 1;
+        job.attempts.push(AttemptRecord {
+            number,
+            workers: gang.clone(),
+            peers,
+            secret: random_hex(32),
+            started_ms: now_ms(),
+            ended_ms: 0,
+            resumed_from: 0,
+            finished_ranks: BTreeSet::new(),
+            reason: String::new(),
+        });
+        job.state = State::Running;
+        job.reason = format!("assigned attempt {number} to {}", gang.join(", "));
+        tracing::info!(job_id = %id, attempt = number, gang = %gang.join(","), "job started");
+        for (rank, worker) in gang.iter().enumerate() {
+            let w = self.workers.get_mut(worker).expect("idle worker");
+            w.slot = Some(Slot {
+                job_id: id.to_string(),
+                attempt: number,
+                rank: rank as u32,
+            });
+        }
+        self.touched(id);
+    }
+
+    /// The pool, for logs and status: (id, address, device, hostname, job).
+    pub fn workers(&self) -> Vec<(String, String, String, String, Option<String>)> {
+        let mut workers: Vec<_> = self
+            .workers
+            .iter()
+            .map(|(id, w)| {
+                (
+                    id.clone(),
+                    w.address.clone(),
+                    w.device.clone(),
+                    w.hostname.clone(),
+                    w.slot.as_ref().map(|s| s.job_id.clone()),
+                )
+            })
+            .collect();
+        workers.sort();
+        workers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(workers: u32, priority: i32) -> JobConfig {
+        let mut c =
+            JobConfig::from_toml("[data]\nurl = \"memory://d\"\n[output]\nurl = \"memory://o\"\n", "test").unwrap();
+        c.job.workers = workers;
+        c.job.priority = priority;
+        c
+    }
+
+    fn core() -> (Core, Instant) {
+        let timing = Timing {
+            heartbeat_timeout: Duration::from_secs(3),
+        };
+        let now = Instant::now();
+        (Core::recover(timing, Vec::new(), now), now)
+    }
+
+    fn join(core: &mut Core, name: &str, now: Instant) -> String {
+        let req = pb::RegisterRequest {
+            address: format!("{name}:29500"),
+            device: "cpu".into(),
+            hostname: name.into(),
+            ..Default::default()
+        };
+        core.register(&req, now).0
+    }
+
+    fn beat(core: &mut Core, worker: &str, now: Instant) -> pb::HeartbeatResponse {
+        let req = pb::HeartbeatRequest {
+            worker_id: worker.into(),
+            running: None,
+        };
+        core.heartbeat(&req, now)
+    }
+
+    #[test]
+    fn a_gang_starts_only_when_all_its_workers_are_idle() {
+        let (mut core, now) = core();
+        let a = join(&mut core, "a", now);
+        let big = core.submit(config(2, 0));
+        assert_eq!(core.job(&big.id).unwrap().state, State::Queued);
+        assert_eq!(
+            core.job(&big.id).unwrap().reason,
+            "waiting: needs 2 workers, 1 registered"
+        );
+        let b = join(&mut core, "b", now);
+        let job = core.job(&big.id).unwrap();
+        assert_eq!(job.state, State::Running);
+        let assignments: Vec<pb::Assignment> = [&a, &b]
+            .iter()
+            .map(|w| beat(&mut core, w, now).assignment.expect("assigned"))
+            .collect();
+        assert_eq!(assignments[0].rank, 0);
+        assert_eq!(assignments[1].rank, 1);
+        assert!(assignments.iter().all(|x| x.world_size == 2));
+        assert_eq!(assignments[0].peers, vec!["a:29500", "b:29500"]);
+        assert_eq!(assignments[0].secret, assignments[1].secret);
+        assert_eq!(assignments[0].secret.len(), 64);
+    }
+
+    #[test]
+    fn priority_first_then_fifo_and_big_jobs_do_not_block_the_queue() {
+        let (mut core, now) = core();
+        let low = core.submit(config(1, 0)).id;
+        let huge = core.submit(config(5, 9)).id;
+        let high = core.submit(config(1, 1)).id;
+        let low2 = core.submit(config(1, 0)).id;
+        let w = join(&mut core, "a", now);
+        assert_eq!(core.job(&high).unwrap().state, State::Running);
+        assert_eq!(
+            core.job(&huge).unwrap().reason,
+            "waiting: needs 5 workers, 1 registered"
+        );
+        assert_eq!(
+            core.job(&low).unwrap().reason,
+            "waiting for 1 idle workers (0 of 1 idle)"
+        );
+        assert_eq!(core.job(&low2).unwrap().reason, format!("waiting behind {low}"));
+        core.cancel(&high, "").unwrap();
+        assert_eq!(core.job(&low).unwrap().state, State::Running);
+        let stop = core.heartbeat(
+            &pb::HeartbeatRequest {
+                worker_id: w,
+                running: Some(pb::RunningWork {
+                    job_id: high.clone(),
+                    attempt: 1,
+                    rank: 0,
+                    step: 3,
+                }),
+            },
+            now,
+        );
+        assert_eq!(stop.stop_job_ids, vec![high]);
+        assert_eq!(stop.assignment.unwrap().job_id, low);
+    }
+
+    #[test]
+    fn a_silent_worker_fails_its_gang_and_the_job_restarts_then_fails() {
+        let (mut core, mut now) = core();
+        let mut c = config(1, 0);
+        c.job.max_restarts = 1;
+        let id = core.submit(c).id;
+        for attempt in 1..=2 {
+            let w = join(&mut core, &format!("w{attempt}"), now);
+            assert_eq!(core.job(&id).unwrap().attempts.len(), attempt);
+            assert_eq!(beat(&mut core, &w, now).assignment.unwrap().attempt, attempt as u32);
+            now += Duration::from_secs(4);
+            core.tick(now);
+        }
+        let job = core.job(&id).unwrap();
+        assert_eq!(job.state, State::Failed);
+        assert!(job.reason.contains("missed heartbeats for 4.0 s"), "{}", job.reason);
+        assert!(job.reason.contains("gave up after 1 restarts"), "{}", job.reason);
+        assert!(core.workers().is_empty());
+    }
+
+    #[test]
+    fn a_failure_that_cannot_be_retried_fails_the_job_at_once() {
+        let (mut core, now) = core();
+        let id = core.submit(config(1, 0)).id;
+        let w = join(&mut core, "a", now);
+        let report = pb::ReportRequest {
+            worker_id: w.clone(),
+            job_id: id.clone(),
+            attempt: 1,
+            rank: 0,
+            events: vec![pb::WorkerEvent {
+                event: Some(pb::worker_event::Event::Failed(pb::Failure {
+                    message: "data.condition: no attribute Blond".into(),
+                    retryable: false,
+                })),
+            }],
+        };
+        assert!(core.report(&report, now));
+        let job = core.job(&id).unwrap();
+        assert_eq!(job.state, State::Failed);
+        assert!(job.reason.contains("no attribute Blond"), "{}", job.reason);
+        assert!(beat(&mut core, &w, now).assignment.is_none());
+    }
+
+    #[test]
+    fn a_recovered_running_job_keeps_a_worker_that_re_registers() {
+        let (mut core, now) = core();
+        let id = core.submit(config(1, 0)).id;
+        let w = join(&mut core, "a", now);
+        let records: Vec<JobRecord> = core.list(&[]).into_iter().cloned().collect();
+        let mut restarted = Core::recover(core.timing(), records, now);
+        let req = pb::RegisterRequest {
+            worker_id: w.clone(),
+            address: "a:29500".into(),
+            running: Some(pb::RunningWork {
+                job_id: id.clone(),
+                attempt: 1,
+                rank: 0,
+                step: 5,
+            }),
+            ..Default::default()
+        };
+        restarted.register(&req, now + Duration::from_secs(1));
+        restarted.tick(now + Duration::from_millis(3500));
+        assert_eq!(restarted.job(&id).unwrap().state, State::Running);
+        assert_eq!(restarted.workers()[0].4.as_deref(), Some(id.as_str()));
+    }
+}

@@ -1,0 +1,70 @@
+//! The coordinator's error type, and the one place where errors become gRPC status codes.
+
+use tonic::{Code, Status};
+
+/// Everything a coordinator call or the server itself can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The job spec is invalid; every problem is listed, each naming its field.
+    #[error("invalid job spec:\n  - {}", problems.join("\n  - "))]
+    InvalidSpec {
+        /// One line per problem.
+        problems: Vec<String>,
+    },
+    /// A request is malformed (a missing field, an unknown state).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No job has this id.
+    #[error("no job {id}")]
+    JobNotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// The job cannot do that in its state (cancel a finished job).
+    #[error("job {id} is {state}: {message}")]
+    JobState {
+        /// The job.
+        id: String,
+        /// Its state.
+        state: &'static str,
+        /// What cannot be done.
+        message: String,
+    },
+    /// The job store (object storage under `--state`) failed.
+    #[error("job store: {0}")]
+    Store(#[from] dataprep::Error),
+    /// A job record in the store cannot be read.
+    #[error("job record {path}: {message}")]
+    Record {
+        /// The record.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The server could not start or failed.
+    #[error("server: {0}")]
+    Server(String),
+}
+
+/// Result with the coordinator's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The gRPC code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidSpec { .. } | Error::BadRequest(_) => Code::InvalidArgument,
+            Error::JobNotFound { .. } => Code::NotFound,
+            Error::JobState { .. } => Code::FailedPrecondition,
+            Error::Store(_) => Code::Unavailable,
+            Error::Record { .. } | Error::Server(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}

@@ -1,0 +1,234 @@
+//! `coordinator`: gantry's control plane server and its job CLI.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use coordinator::cli;
+use gantry_proto::pb;
+
+/// gantry's coordinator: queues training jobs and gang-schedules them onto workers.
+#[derive(Debug, Parser)]
+#[command(name = "coordinator", version, about)]
+struct Cli {
+    /// Log format: `human` on a terminal, `json` for clusters.
+    #[arg(long, global = true, value_enum, default_value_t = dataprep::logging::LogFormat::Human)]
+    log_format: dataprep::logging::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How a client reaches the coordinator.
+#[derive(Debug, Args)]
+struct Connection {
+    /// Coordinator address: http://HOST:PORT, or https://HOST:PORT for TLS.
+    #[arg(long, env = "GANTRY_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    coordinator: String,
+    /// File holding the job API token (default: $GANTRY_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the coordinator's certificate, for https.
+    #[arg(long, env = "GANTRY_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StateArg {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl From<StateArg> for pb::JobState {
+    fn from(s: StateArg) -> Self {
+        match s {
+            StateArg::Queued => pb::JobState::Queued,
+            StateArg::Running => pb::JobState::Running,
+            StateArg::Succeeded => pb::JobState::Succeeded,
+            StateArg::Failed => pb::JobState::Failed,
+            StateArg::Cancelled => pb::JobState::Cancelled,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the coordinator: the job and worker gRPC services, health and reflection.
+    Serve {
+        /// Address to listen on (port 0: any free port; the bound address is printed).
+        #[arg(long, default_value = "0.0.0.0:50051")]
+        listen: SocketAddr,
+        /// Job store URL (a path, file://, s3://, gs://, az://); a restart with the same URL
+        /// recovers the queue and the running jobs.
+        #[arg(long)]
+        state: String,
+        /// File holding the job API token (default: $GANTRY_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// File holding the worker API token (default: $GANTRY_WORKER_TOKEN).
+        #[arg(long)]
+        worker_token_file: Option<PathBuf>,
+        /// Seconds without a heartbeat after which a worker is lost and its gang fails.
+        #[arg(long, default_value_t = 30.0)]
+        heartbeat_timeout: f64,
+        /// TLS certificate chain (PEM); requires --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM); requires --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Submit a TOML job file; prints the job id.
+    Submit {
+        /// The job file.
+        file: PathBuf,
+        /// Follow the job to its end; exit non-zero unless it succeeds.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Show one job.
+    Status {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List jobs, oldest first.
+    List {
+        /// Only jobs in this state (repeatable).
+        #[arg(long, value_enum)]
+        state: Vec<StateArg>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Cancel a queued or running job.
+    Cancel {
+        /// Job id.
+        id: String,
+        /// Why (recorded in the job).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Follow a job's state, metrics and checkpoints until it ends; exit non-zero unless it succeeds.
+    Watch {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    dataprep::logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(connection: &Connection) -> anyhow::Result<cli::JobClient> {
+    let token = cli::token_from(connection.token_file.as_ref(), "GANTRY_TOKEN")?;
+    Ok(cli::connect(
+        &connection.coordinator,
+        token,
+        connection.tls_ca.as_deref(),
+    )?)
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    match command {
+        Command::Serve {
+            listen,
+            state,
+            token_file,
+            worker_token_file,
+            heartbeat_timeout,
+            tls_cert,
+            tls_key,
+        } => {
+            anyhow::ensure!(
+                heartbeat_timeout.is_finite() && heartbeat_timeout > 0.0,
+                "--heartbeat-timeout is {heartbeat_timeout}, expected a positive number of seconds"
+            );
+            let job_token = cli::token_from(token_file.as_ref(), "GANTRY_TOKEN")?;
+            let worker_token = cli::token_from(worker_token_file.as_ref(), "GANTRY_WORKER_TOKEN")?;
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some((
+                    std::fs::read(&cert).with_context(|| format!("--tls-cert {}", cert.display()))?,
+                    std::fs::read(&key).with_context(|| format!("--tls-key {}", key.display()))?,
+                )),
+                _ => None,
+            };
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("--listen {listen}"))?;
+            let bound = listener.local_addr()?;
+            let options = coordinator::server::ServeOptions {
+                state,
+                job_token,
+                worker_token,
+                heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
+                tls,
+            };
+            let shutdown = async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                tracing::info!("shutting down");
+            };
+            let serving = coordinator::server::serve(options, listener, shutdown);
+            tracing::info!(address = %bound, "listening");
+            {
+                use std::io::Write;
+                writeln!(out, "listening on {bound}")?;
+                out.flush()?;
+            }
+            serving.await?;
+        }
+        Command::Submit { file, wait, connection } => {
+            let mut client = client(&connection)?;
+            let job = cli::submit(&mut client, &file, &mut out).await?;
+            if wait {
+                cli::watch(&mut client, &job.id, &mut out).await?;
+            }
+        }
+        Command::Status { id, connection } => {
+            cli::status(&mut client(&connection)?, &id, &mut out).await?;
+        }
+        Command::List { state, connection } => {
+            let states = state.into_iter().map(Into::into).collect();
+            cli::list(&mut client(&connection)?, states, &mut out).await?;
+        }
+        Command::Cancel { id, reason, connection } => {
+            cli::cancel(&mut client(&connection)?, &id, &reason, &mut out).await?;
+        }
+        Command::Watch { id, connection } => {
+            cli::watch(&mut client(&connection)?, &id, &mut out).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! Compiles `gantry/v1/gantry.proto` with protox (no system `protoc`) into tonic/prost code in
+//! `OUT_DIR`, and writes the encoded file descriptor set that the coordinator serves for gRPC
+//! reflection.
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "gantry/v1/gantry.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let fds = protox::compile([proto], ["."])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("gantry_v1_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}
