@@ -81,7 +81,11 @@ fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> CliError {
 
 /// Reads a job file, submits it, and prints the new job's id.
 pub async fn submit(client: &mut JobClient, file: &Path, out: &mut impl Write) -> Result<pb::Job> {
-    let config = JobConfig::from_file(file)?;
+    let mut config = JobConfig::from_file(file)?;
+    // The coordinator and the workers run elsewhere, in other folders: a relative path means
+    // this shell's folder, as it does for `worker train`.
+    config.data.url = absolute(&config.data.url);
+    config.output.url = absolute(&config.output.url);
     let request = pb::SubmitJobRequest {
         spec: Some(pb::JobSpec::from(&config)),
     };
@@ -89,6 +93,19 @@ pub async fn submit(client: &mut JobClient, file: &Path, out: &mut impl Write) -
     let job = response.into_inner().job.expect("submit answers the job");
     writeln!(out, "{}", job.id)?;
     Ok(job)
+}
+
+/// A relative local path made absolute against the current folder; URLs and absolute paths
+/// are left alone.
+fn absolute(url: &str) -> String {
+    let path = Path::new(url);
+    if url.is_empty() || url.contains("://") || path.is_absolute() {
+        return url.to_string();
+    }
+    match std::env::current_dir() {
+        Ok(cwd) => cwd.join(path).display().to_string(),
+        Err(_) => url.to_string(),
+    }
 }
 
 /// One job, in full.

@@ -535,7 +535,7 @@ impl Core {
                 }
                 E::Metrics(m) => {
                     job.metrics = Some(m.into());
-                    self.outbox.push(Event::Metrics(id.to_string(), m.clone()));
+                    self.outbox.push(Event::Metrics(id.to_string(), *m));
                 }
                 E::Checkpoint(c) => {
                     job.checkpoint = Some((c.step, c.url.clone()));

@@ -105,7 +105,6 @@ impl Coordinator {
             Err(JobError::Invalid { problems }) => problems,
             Err(e) => vec![e.to_string()],
         };
-        let keys_ok = problems.is_empty();
         if let Err(e) = dataprep::Location::parse(&config.output.url)
             && !config.output.url.trim().is_empty()
         {
@@ -119,12 +118,11 @@ impl Coordinator {
                     DATASET_TIMEOUT.as_secs()
                 )),
                 Ok(Err(e)) => problems.push(format!("data.url: cannot open the dataset: {e}")),
-                Ok(Ok(dataset)) if keys_ok => match config.check_dataset(&dataset) {
+                Ok(Ok(dataset)) => match config.check_dataset(&dataset) {
                     Ok(_) => {}
                     Err(JobError::Invalid { problems: more }) => problems.extend(more),
                     Err(e) => problems.push(e.to_string()),
                 },
-                Ok(Ok(_)) => {}
             }
         }
         if problems.is_empty() {

@@ -335,7 +335,8 @@ impl JobConfig {
     }
 
     /// Checks the job against its dataset (image size, condition, rows); lists every problem and
-    /// returns the classes of the condition.
+    /// returns the classes of the condition. Keys that [`JobConfig::validate`] rejects are
+    /// skipped here, so the two lists together name each problem once.
     pub fn check_dataset(&self, dataset: &dataprep::Dataset) -> Result<dataprep::Classes> {
         let manifest = dataset.manifest();
         let mut problems = Vec::new();
@@ -349,19 +350,28 @@ impl JobConfig {
                 image.width
             ));
         }
-        let classes = match self.condition().resolve(manifest) {
-            Ok(classes) => Some(classes),
-            Err(e) => {
+        // A condition or split that does not parse was reported by `validate`.
+        let classes = match self
+            .data
+            .condition
+            .parse::<dataprep::Condition>()
+            .map(|c| c.resolve(manifest))
+        {
+            Ok(Ok(classes)) => Some(classes),
+            Ok(Err(e)) => {
                 problems.push(format!("data.condition: {e}"));
                 None
             }
+            Err(_) => None,
         };
-        let rows = manifest.split_rows(self.split());
-        if (rows as i64) < self.train.batch_size {
-            problems.push(format!(
-                "train.batch_size is {} but split {} of the dataset has {rows} rows",
-                self.train.batch_size, self.data.split
-            ));
+        if let Ok(split) = self.data.split.parse::<dataprep::Split>() {
+            let rows = manifest.split_rows(split);
+            if (rows as i64) < self.train.batch_size {
+                problems.push(format!(
+                    "train.batch_size is {} but split {} of the dataset has {rows} rows",
+                    self.train.batch_size, self.data.split
+                ));
+            }
         }
         match classes {
             Some(classes) if problems.is_empty() => Ok(classes),

@@ -2,5 +2,7 @@
 
 mod util;
 
+mod cluster;
 mod dataprep_cli;
+mod jobs;
 mod worker_cli;

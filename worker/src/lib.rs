@@ -4,9 +4,11 @@
 //!   its state exposed; [`gan`]: both networks and the training step.
 //! - [`train`]: a job in one process (data from [`dataprep`], exact resume from
 //!   [`checkpoint`]s, sample grids and metrics); [`samples`]: grids and `worker generate`.
+//! - [`agent`]: `worker serve`, which runs a coordinator's assignments with [`train`].
 //! - [`bench`]: step throughput; [`device`]: device parsing and the node check.
 
 pub mod adam;
+pub mod agent;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;

@@ -91,6 +91,26 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: i32,
     },
+    /// Join a coordinator's pool and run the jobs it assigns until stopped (SIGTERM or Ctrl-C
+    /// stop the running job within one step, report it, and exit).
+    Serve {
+        /// Coordinator address: http://HOST:PORT, or https://HOST:PORT for TLS.
+        #[arg(long, env = "GANTRY_COORDINATOR")]
+        coordinator: String,
+        /// File holding the worker API token (default: $GANTRY_WORKER_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// CA certificate (PEM) that signed the coordinator's certificate, for https.
+        #[arg(long, env = "GANTRY_TLS_CA")]
+        tls_ca: Option<PathBuf>,
+        /// Address (HOST:PORT) this worker's peers dial for the gradient exchange
+        /// (default: this host's name, port 29500).
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Device for jobs whose train.device is auto (auto, cpu, cuda, cuda:N).
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
     /// Report what libtorch sees (threads, CUDA devices) and run one small product on the
     /// automatic device, as JSON.
     Device {
@@ -219,6 +239,34 @@ fn run(command: Command) -> anyhow::Result<()> {
             };
             println!("{}", worker::bench::run(&options));
         }
+        Command::Serve {
+            coordinator,
+            token_file,
+            tls_ca,
+            advertise,
+            device,
+        } => {
+            let token = match &token_file {
+                Some(path) => gantry_proto::auth::Token::from_file(path)?,
+                None => {
+                    let text = std::env::var("GANTRY_WORKER_TOKEN")
+                        .map_err(|_| anyhow::anyhow!("no --token-file and $GANTRY_WORKER_TOKEN is not set"))?;
+                    gantry_proto::auth::Token::new(&text, "$GANTRY_WORKER_TOKEN")?
+                }
+            };
+            let device = worker::device::device_name(worker::device::resolve_device(&device)?);
+            let hostname = hostname();
+            let options = worker::agent::AgentOptions {
+                coordinator,
+                token,
+                tls_ca,
+                advertise: advertise.unwrap_or_else(|| format!("{hostname}:29500")),
+                device,
+                hostname,
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(worker::agent::serve(options, shutdown_signal()))?;
+        }
         Command::Device { require_cuda } => {
             let report = worker::device::probe();
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -228,4 +276,24 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// This machine's host name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
 }

@@ -1,0 +1,263 @@
+//! Helpers to run a coordinator and workers as real processes on loopback, and to talk to the
+//! coordinator over gRPC.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use gantry_proto::auth::Token;
+use gantry_proto::pb;
+use gantry_proto::pb::job_service_client::JobServiceClient;
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::util::*;
+
+pub(crate) const JOB_TOKEN: &str = "job-token-for-tests";
+pub(crate) const WORKER_TOKEN: &str = "worker-token-for-tests";
+
+/// Runs a cluster test on its own runtime, one at a time: they train on the CPU, and one at a
+/// time keeps heartbeats on time on a small machine.
+pub(crate) fn serial<F: std::future::Future>(test: F) -> F::Output {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test)
+}
+
+/// A scratch folder with token files, a small packed dataset and logs.
+pub(crate) struct Scratch {
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// Tokens and a 32x32 synthetic CelebA of 96 images.
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("job.token"), format!("{JOB_TOKEN}\n")).unwrap();
+        std::fs::write(dir.path().join("worker.token"), WORKER_TOKEN).unwrap();
+        let input = dir.path().join("celeba");
+        ok(run(
+            "dataprep",
+            &[
+                "synth",
+                "celeba",
+                "--output",
+                input.to_str().unwrap(),
+                "--count",
+                "96",
+                "--seed",
+                "5",
+            ],
+        ));
+        ok(run(
+            "dataprep",
+            &[
+                "pack",
+                "celeba",
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                dir.path().join("data").to_str().unwrap(),
+                "--size",
+                "32",
+            ],
+        ));
+        Self { dir }
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The packed dataset.
+    pub(crate) fn data(&self) -> String {
+        self.path("data").display().to_string()
+    }
+
+    /// A small job on the dataset, written to `<name>.toml`; returns the file.
+    pub(crate) fn job_file(&self, name: &str, steps: u64, checkpoint_every: u64, extra: &str) -> PathBuf {
+        let text = format!(
+            "[data]\nurl = \"{data}\"\n[model]\nimage_size = 32\nwidth = 8\n\
+             [train]\nbatch_size = 8\nsteps = {steps}\ncheckpoint_every = {checkpoint_every}\nsample_every = 0\n\
+             sample_rows = 2\ndevice = \"cpu\"\nthreads = 1\n\
+             [output]\nurl = \"{out}\"\n[job]\nname = \"{name}\"\n{extra}",
+            data = self.data(),
+            out = self.path(&format!("runs/{name}")).display(),
+        );
+        let file = self.path(&format!("{name}.toml"));
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+}
+
+/// A child process killed when dropped.
+pub(crate) struct Process {
+    pub(crate) child: Child,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running coordinator.
+pub(crate) struct Coordinator {
+    /// Killed on drop.
+    _process: Process,
+    /// `127.0.0.1:PORT`.
+    pub(crate) addr: String,
+}
+
+/// Starts `coordinator serve` on `listen` (port 0: any) with the scratch tokens; waits for its
+/// "listening on" line. `extra` adds flags.
+pub(crate) fn coordinator(scratch: &Scratch, state: &str, listen: &str, extra: &[&str]) -> Coordinator {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(scratch.path("coordinator.log"))
+        .unwrap();
+    let mut child = Command::new(bin("coordinator"))
+        .args(["serve", "--listen", listen, "--state", state])
+        .arg("--token-file")
+        .arg(scratch.path("job.token"))
+        .arg("--worker-token-file")
+        .arg(scratch.path("worker.token"))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| {
+            panic!(
+                "coordinator did not start: {line:?}\n{}",
+                scratch.log("coordinator.log")
+            )
+        })
+        .to_string();
+    Coordinator {
+        _process: Process { child },
+        addr,
+    }
+}
+
+/// Starts `worker serve` against a coordinator; its log goes to `<name>.log`.
+pub(crate) fn worker(scratch: &Scratch, coordinator: &str, name: &str) -> Process {
+    let log = std::fs::File::create(scratch.path(&format!("{name}.log"))).unwrap();
+    let child = Command::new(bin("worker"))
+        .args(["serve", "--coordinator", coordinator, "--device", "cpu"])
+        .arg("--token-file")
+        .arg(scratch.path("worker.token"))
+        .args(["--advertise", &format!("{name}.test:29500")])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Process { child }
+}
+
+impl Scratch {
+    /// A log file's text, for failure messages.
+    pub(crate) fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+
+    /// Runs `coordinator <args> --coordinator ADDR --token-file job.token`.
+    pub(crate) fn cli(&self, addr: &str, args: &[&str]) -> std::process::Output {
+        run_with(
+            Command::new(bin("coordinator"))
+                .args(args)
+                .args(["--coordinator", addr, "--token-file"])
+                .arg(self.path("job.token")),
+        )
+    }
+}
+
+/// A job-service client.
+pub(crate) type Jobs = JobServiceClient<InterceptedService<Channel, Token>>;
+
+/// A job-service client with `token`.
+pub(crate) fn jobs(addr: &str, token: &str) -> Jobs {
+    let channel = gantry_proto::client::channel(addr, None).unwrap();
+    JobServiceClient::with_interceptor(channel, Token::new(token, "test").unwrap())
+}
+
+/// A job by id.
+pub(crate) async fn get(client: &mut Jobs, id: &str) -> pb::Job {
+    client
+        .get_job(pb::GetJobRequest { id: id.to_string() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Follows a job until `until` holds for an event; returns the job's last known record.
+/// Fails when the job ends first or `limit` passes (a deadline, not a pause).
+pub(crate) async fn watch_until(
+    client: &mut Jobs,
+    id: &str,
+    limit: Duration,
+    mut until: impl FnMut(&pb::job_event::Event) -> bool,
+) -> pb::Job {
+    let mut stream = client
+        .watch_job(pb::WatchJobRequest { id: id.to_string() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    let found = tokio::time::timeout(limit, async {
+        while let Some(event) = stream.message().await.unwrap() {
+            let event = event.event.unwrap();
+            if let pb::job_event::Event::Job(job) = &event {
+                last = Some(job.clone());
+            }
+            if until(&event) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let last = last.expect("the first event is the job");
+    assert!(
+        found == Ok(true),
+        "job {id} never got there (timed out: {}); last seen {} {:?}",
+        found.is_err(),
+        last.state().label(),
+        last.reason
+    );
+    get(client, id).await
+}
+
+/// Follows a job to its end.
+pub(crate) async fn watch_to_end(client: &mut Jobs, id: &str, limit: Duration) -> pb::Job {
+    watch_until(
+        client,
+        id,
+        limit,
+        |e| matches!(e, pb::job_event::Event::Job(job) if job.state().is_final()),
+    )
+    .await
+}
+
+/// Whether a checkpoint folder in a local output was committed (has its manifest).
+pub(crate) fn committed(output: &Path, step: u64) -> bool {
+    output
+        .join(format!("checkpoints/step-{step:07}/manifest.json"))
+        .is_file()
+}

@@ -1,0 +1,563 @@
+//! The coordinator and workers as real processes on loopback: submission, queueing, cancel,
+//! coordinator restarts, lost workers, tokens, bad specs, TLS and the Python client.
+
+use std::process::Command;
+use std::time::Duration;
+
+use gantry_proto::pb;
+use gantry_proto::pb::job_event::Event;
+
+use crate::cluster::*;
+use crate::util::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[test]
+fn submit_watch_and_find_the_checkpoints_in_storage() {
+    serial(async {
+        let scratch = Scratch::new();
+        // With the test S3 server up, the job store and the job's output live there.
+        let (state, output) = match std::env::var("GANTRY_TEST_S3") {
+            Ok(bucket) => {
+                let unique = format!("coordinator-{}-{}", std::process::id(), rand_suffix());
+                (format!("{bucket}/{unique}/state"), format!("{bucket}/{unique}/run"))
+            }
+            Err(_) => (
+                scratch.path("state").display().to_string(),
+                scratch.path("run").display().to_string(),
+            ),
+        };
+        let coord = coordinator(&scratch, &state, "127.0.0.1:0", &[]);
+        let _worker = worker(&scratch, &coord.addr, "w1");
+        let file = scratch.job_file("first", 12, 5, "");
+        let job = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace(&scratch.path("runs/first").display().to_string(), &output);
+        std::fs::write(&file, job).unwrap();
+
+        let out = scratch.cli(&coord.addr, &["submit", file.to_str().unwrap(), "--wait"]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}\n{}", scratch.log("w1.log"));
+        let id = stdout.lines().next().unwrap().to_string();
+        assert_eq!(id, "job-000001");
+        for needle in [
+            "RUNNING",
+            "step 12 ",
+            &format!("checkpoint step 5 {output}/checkpoints/step-0000005"),
+            &format!("checkpoint step 10 {output}/checkpoints/step-0000010"),
+            &format!("checkpoint step 12 {output}/checkpoints/step-0000012"),
+            "SUCCEEDED: trained to step 12",
+        ] {
+            assert!(stdout.contains(needle), "{needle:?} missing from\n{stdout}");
+        }
+
+        // The latest checkpoint in storage is complete: the generator loads from it.
+        let images = scratch.path("generated");
+        ok(run(
+            "worker",
+            &[
+                "generate",
+                "--checkpoint",
+                &output,
+                "--count",
+                "2",
+                "--out",
+                images.to_str().unwrap(),
+                "--device",
+                "cpu",
+            ],
+        ));
+        for file in [
+            "Blond_Hair/0.png",
+            "Blond_Hair/1.png",
+            "not_Blond_Hair/0.png",
+            "not_Blond_Hair/1.png",
+        ] {
+            assert!(images.join(file).is_file(), "{file} was not generated");
+        }
+
+        let status = ok(scratch.cli(&coord.addr, &["status", &id]));
+        assert!(status.contains("state:      SUCCEEDED"), "{status}");
+        assert!(status.contains("checkpoint: step 12"), "{status}");
+        assert!(status.contains("attempt 1:  on w-"), "{status}");
+        let list = ok(scratch.cli(&coord.addr, &["list", "--state", "succeeded"]));
+        assert!(
+            list.contains("job-000001   SUCCEEDED        1     12/12  first"),
+            "{list}"
+        );
+    });
+}
+
+#[test]
+fn two_jobs_queue_behind_one_worker_and_run_in_order() {
+    serial(async {
+        let scratch = Scratch::new();
+        let coord = coordinator(&scratch, scratch.path("state").to_str().unwrap(), "127.0.0.1:0", &[]);
+        let mut client = jobs(&coord.addr, JOB_TOKEN);
+        let mut ids = Vec::new();
+        for name in ["a", "b"] {
+            let file = scratch.job_file(name, 6, 0, "");
+            ids.push(
+                ok(scratch.cli(&coord.addr, &["submit", file.to_str().unwrap()]))
+                    .trim()
+                    .to_string(),
+            );
+        }
+        for id in &ids {
+            let job = get(&mut client, id).await;
+            assert_eq!(job.state(), pb::JobState::Queued);
+            assert_eq!(job.reason, "waiting: needs 1 workers, 0 registered");
+        }
+
+        let _worker = worker(&scratch, &coord.addr, "w1");
+        let second = watch_until(
+            &mut client,
+            &ids[1],
+            LIMIT,
+            |e| matches!(e, Event::Job(j) if j.reason.starts_with("waiting for 1 idle workers")),
+        )
+        .await;
+        assert_eq!(second.state(), pb::JobState::Queued);
+        let first = watch_to_end(&mut client, &ids[0], LIMIT).await;
+        let second = watch_to_end(&mut client, &ids[1], LIMIT).await;
+        assert_eq!(first.state(), pb::JobState::Succeeded, "{}", first.reason);
+        assert_eq!(second.state(), pb::JobState::Succeeded, "{}", second.reason);
+        // One worker: the second job started only after the first ended.
+        assert!(
+            first.finished_ms <= second.attempts[0].started_ms,
+            "{} > {}",
+            first.finished_ms,
+            second.attempts[0].started_ms
+        );
+        assert_eq!(first.attempts[0].workers, second.attempts[0].workers);
+    });
+}
+
+#[test]
+fn cancel_a_queued_and_a_running_job() {
+    serial(async {
+        let scratch = Scratch::new();
+        let coord = coordinator(&scratch, scratch.path("state").to_str().unwrap(), "127.0.0.1:0", &[]);
+        let mut client = jobs(&coord.addr, JOB_TOKEN);
+        let _worker = worker(&scratch, &coord.addr, "w1");
+        let long = scratch.job_file("long", 1_000_000, 0, "");
+        let long = ok(scratch.cli(&coord.addr, &["submit", long.to_str().unwrap()]))
+            .trim()
+            .to_string();
+        watch_until(
+            &mut client,
+            &long,
+            LIMIT,
+            |e| matches!(e, Event::Metrics(m) if m.step >= 2),
+        )
+        .await;
+        let queued = scratch.job_file("queued", 5, 0, "");
+        let queued = ok(scratch.cli(&coord.addr, &["submit", queued.to_str().unwrap()]))
+            .trim()
+            .to_string();
+        assert_eq!(get(&mut client, &queued).await.state(), pb::JobState::Queued);
+
+        let out = ok(scratch.cli(&coord.addr, &["cancel", &queued, "--reason", "changed my mind"]));
+        assert!(out.contains("CANCELLED: cancelled: changed my mind"), "{out}");
+        let out = ok(scratch.cli(&coord.addr, &["cancel", &long]));
+        assert!(out.contains(&format!("{long} CANCELLED")), "{out}");
+        let again = scratch.cli(&coord.addr, &["cancel", &long]);
+        assert!(!again.status.success());
+        assert!(text(&again).1.contains("is CANCELLED"), "{:?}", text(&again));
+
+        // The worker stopped the cancelled run and is free for the next job.
+        let next = scratch.job_file("next", 4, 0, "");
+        let out = scratch.cli(&coord.addr, &["submit", next.to_str().unwrap(), "--wait"]);
+        assert!(out.status.success(), "{:?}\n{}", text(&out), scratch.log("w1.log"));
+        let long = get(&mut client, &long).await;
+        let steps = long.metrics.map_or(0, |m| m.step);
+        assert!(steps < 1_000_000 && long.attempts[0].ended_ms > 0);
+        let log = scratch.log("w1.log");
+        assert!(
+            log.contains("stop ordered") || log.contains("no longer runs here"),
+            "{log}"
+        );
+    });
+}
+
+#[test]
+fn a_restarted_coordinator_keeps_its_queue_and_its_running_job() {
+    serial(async {
+        let scratch = Scratch::new();
+        let state = scratch.path("state").display().to_string();
+        let coord = coordinator(&scratch, &state, "127.0.0.1:0", &["--heartbeat-timeout", "3"]);
+        let addr = coord.addr.clone();
+        let mut ids = Vec::new();
+        for (name, extra) in [("first", ""), ("second", "priority = 5\n"), ("third", "")] {
+            let file = scratch.job_file(name, 60, 5, extra);
+            ids.push(
+                ok(scratch.cli(&addr, &["submit", file.to_str().unwrap()]))
+                    .trim()
+                    .to_string(),
+            );
+        }
+        // SIGKILL: no chance to flush anything on the way out.
+        drop(coord);
+        let coord = coordinator(&scratch, &state, &addr, &["--heartbeat-timeout", "3"]);
+        let list = ok(scratch.cli(&coord.addr, &["list"]));
+        for id in &ids {
+            assert!(list.contains(&format!("{id}   QUEUED")), "{list}");
+        }
+
+        // A worker takes the highest priority job; the coordinator dies mid-run and comes back on
+        // the same address; the worker re-registers and the job finishes in its first attempt.
+        let _worker = worker(&scratch, &coord.addr, "w1");
+        let mut client = jobs(&coord.addr, JOB_TOKEN);
+        watch_until(
+            &mut client,
+            &ids[1],
+            LIMIT,
+            |e| matches!(e, Event::Checkpoint(c) if c.step >= 5),
+        )
+        .await;
+        drop(coord);
+        let coord = coordinator(&scratch, &state, &addr, &["--heartbeat-timeout", "3"]);
+        let mut client = jobs(&coord.addr, JOB_TOKEN);
+        let second = watch_to_end(&mut client, &ids[1], LIMIT).await;
+        assert_eq!(second.state(), pb::JobState::Succeeded, "{}", second.reason);
+        assert_eq!(second.attempts.len(), 1, "{:?}", second.attempts);
+        assert!(scratch.log("coordinator.log").contains("worker re-attached to its job"));
+        for id in [&ids[0], &ids[2]] {
+            let job = watch_to_end(&mut client, id, LIMIT).await;
+            assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.reason);
+        }
+    });
+}
+
+#[test]
+fn a_killed_worker_fails_its_gang_and_the_job_resumes_from_its_checkpoint() {
+    serial(async {
+        let scratch = Scratch::new();
+        let coord = coordinator(
+            &scratch,
+            scratch.path("state").to_str().unwrap(),
+            "127.0.0.1:0",
+            &["--heartbeat-timeout", "1.5"],
+        );
+        let mut client = jobs(&coord.addr, JOB_TOKEN);
+        let mut first = worker(&scratch, &coord.addr, "w1");
+        let file = scratch.job_file("resumed", 80, 5, "");
+        let id = ok(scratch.cli(&coord.addr, &["submit", file.to_str().unwrap()]))
+            .trim()
+            .to_string();
+        let at = watch_until(
+            &mut client,
+            &id,
+            LIMIT,
+            |e| matches!(e, Event::Checkpoint(c) if c.step >= 5),
+        )
+        .await;
+        first.child.kill().unwrap();
+        first.child.wait().unwrap();
+        let killed_at = at.checkpoint.unwrap().step;
+
+        let requeued = watch_until(
+            &mut client,
+            &id,
+            LIMIT,
+            |e| matches!(e, Event::Job(j) if j.state() == pb::JobState::Queued),
+        )
+        .await;
+        assert!(requeued.reason.contains("restart 1 of 2"), "{}", requeued.reason);
+        assert!(requeued.reason.contains("missed heartbeats"), "{}", requeued.reason);
+
+        let _second = worker(&scratch, &coord.addr, "w2");
+        let job = watch_to_end(&mut client, &id, LIMIT).await;
+        assert_eq!(
+            job.state(),
+            pb::JobState::Succeeded,
+            "{}\n{}",
+            job.reason,
+            scratch.log("w2.log")
+        );
+        assert_eq!(job.attempts.len(), 2);
+        assert!(
+            job.attempts[0].reason.contains("missed heartbeats"),
+            "{:?}",
+            job.attempts[0]
+        );
+        assert!(
+            job.attempts[1].resumed_from >= killed_at,
+            "resumed from {} but step {killed_at} was committed",
+            job.attempts[1].resumed_from
+        );
+        assert_ne!(job.attempts[0].workers, job.attempts[1].workers);
+        assert!(committed(&scratch.path("runs/resumed"), 80));
+        // The metrics file holds each step once, through the restart.
+        let metrics = std::fs::read_to_string(scratch.path("runs/resumed/metrics.jsonl")).unwrap();
+        let steps: Vec<u64> = metrics
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(steps, (1..=80).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn wrong_tokens_and_bad_specs_are_rejected_and_change_nothing() {
+    serial(async {
+        let scratch = Scratch::new();
+        let coord = coordinator(&scratch, scratch.path("state").to_str().unwrap(), "127.0.0.1:0", &[]);
+        let good = scratch.job_file("good", 5, 0, "");
+        let spec = pb::JobSpec::from(&gantry_proto::job::JobConfig::from_file(&good).unwrap());
+        let submit = |spec: pb::JobSpec| pb::SubmitJobRequest { spec: Some(spec) };
+
+        for token in ["wrong", WORKER_TOKEN] {
+            let mut client = jobs(&coord.addr, token);
+            let status = client.submit_job(submit(spec.clone())).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+            let status = client.list_jobs(pb::ListJobsRequest::default()).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        }
+        let channel = gantry_proto::client::channel(&coord.addr, None).unwrap();
+        let mut anonymous = pb::job_service_client::JobServiceClient::new(channel.clone());
+        let status = anonymous.submit_job(submit(spec.clone())).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        // The worker API wants the worker token, not the job token.
+        let job_token = gantry_proto::auth::Token::new(JOB_TOKEN, "test").unwrap();
+        let mut as_worker =
+            pb::worker_service_client::WorkerServiceClient::with_interceptor(channel.clone(), job_token);
+        let status = as_worker.register(pb::RegisterRequest::default()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let out = run_with(
+            Command::new(bin("coordinator"))
+                .args(["list", "--coordinator", &coord.addr, "--token-file"])
+                .arg(scratch.path("worker.token")),
+        );
+        assert!(!out.status.success());
+        assert!(text(&out).1.contains("Unauthenticated") || text(&out).1.contains("wrong token"));
+
+        // Every problem of a spec at once, each naming its field.
+        let mut client = jobs(&coord.addr, JOB_TOKEN);
+        let mut bad = spec.clone();
+        bad.data.as_mut().unwrap().condition = Some("Blond".into());
+        bad.model.as_mut().unwrap().image_size = Some(64);
+        bad.train.as_mut().unwrap().batch_size = Some(9);
+        bad.job.as_mut().unwrap().workers = Some(2);
+        bad.train.as_mut().unwrap().lr = Some(-1.0);
+        let status = client.submit_job(submit(bad)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        for needle in [
+            "data.condition: ",
+            "Blond",
+            "model.image_size is 64 but the dataset",
+            "train.batch_size is 9 but job.workers is 2",
+            "train.lr is -1",
+        ] {
+            assert!(
+                status.message().contains(needle),
+                "{needle:?} missing from {}",
+                status.message()
+            );
+        }
+        let mut bad = spec.clone();
+        bad.job.as_mut().unwrap().workers = Some(0);
+        bad.data.as_mut().unwrap().url = scratch.path("nowhere").display().to_string();
+        let status = client.submit_job(submit(bad)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        for needle in ["job.workers is 0", "data.url: cannot open the dataset", "nowhere"] {
+            assert!(
+                status.message().contains(needle),
+                "{needle:?} missing from {}",
+                status.message()
+            );
+        }
+        let status = client
+            .submit_job(pb::SubmitJobRequest { spec: None })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let status = client
+            .get_job(pb::GetJobRequest { id: "job-999".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+
+        // Nothing was queued and nothing was written.
+        let listed = client
+            .list_jobs(pb::ListJobsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(listed.jobs.is_empty(), "{:?}", listed.jobs);
+        assert!(
+            !scratch.path("state/jobs").exists() || std::fs::read_dir(scratch.path("state/jobs")).unwrap().count() == 0
+        );
+
+        // Health and reflection answer without a token.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let serving = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "gantry.v1.JobService".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            serving.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving
+        );
+        let services = reflected_services(channel).await;
+        for name in [
+            "gantry.v1.JobService",
+            "gantry.v1.WorkerService",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(services.iter().any(|s| s == name), "{name} not in {services:?}");
+        }
+    });
+}
+
+/// The services a server lists through gRPC reflection.
+async fn reflected_services(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut client = ServerReflectionClient::new(channel);
+    let mut responses = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    match response.message_response.unwrap() {
+        MessageResponse::ListServicesResponse(list) => list.service.into_iter().map(|s| s.name).collect(),
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+#[test]
+fn tls_with_the_coordinators_certificate() {
+    serial(async {
+        let scratch = Scratch::new();
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        std::fs::write(scratch.path("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(scratch.path("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+        let coord = coordinator(
+            &scratch,
+            scratch.path("state").to_str().unwrap(),
+            "127.0.0.1:0",
+            &[
+                "--tls-cert",
+                scratch.path("cert.pem").to_str().unwrap(),
+                "--tls-key",
+                scratch.path("key.pem").to_str().unwrap(),
+            ],
+        );
+        let https = format!("https://{}", coord.addr);
+        let ca = scratch.path("cert.pem");
+
+        let plain = scratch.cli(&coord.addr, &["list"]);
+        assert!(!plain.status.success(), "plain HTTP/2 reached a TLS server");
+        let unknown_ca = scratch.cli(&https, &["list"]);
+        assert!(
+            !unknown_ca.status.success(),
+            "a certificate from an unknown CA was accepted"
+        );
+
+        let log = std::fs::File::create(scratch.path("w1.log")).unwrap();
+        let _worker = Process {
+            child: Command::new(bin("worker"))
+                .args(["serve", "--coordinator", &https, "--device", "cpu", "--tls-ca"])
+                .arg(&ca)
+                .arg("--token-file")
+                .arg(scratch.path("worker.token"))
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        };
+        let file = scratch.job_file("tls", 3, 0, "");
+        let out = run_with(
+            Command::new(bin("coordinator"))
+                .args([
+                    "submit",
+                    file.to_str().unwrap(),
+                    "--wait",
+                    "--coordinator",
+                    &https,
+                    "--tls-ca",
+                ])
+                .arg(&ca)
+                .arg("--token-file")
+                .arg(scratch.path("job.token")),
+        );
+        assert!(out.status.success(), "{:?}\n{}", text(&out), scratch.log("w1.log"));
+        assert!(text(&out).0.contains("SUCCEEDED"));
+    });
+}
+
+#[test]
+fn the_python_client_submits_and_watches_a_job() {
+    serial(async {
+        let scratch = Scratch::new();
+        let coord = coordinator(&scratch, scratch.path("state").to_str().unwrap(), "127.0.0.1:0", &[]);
+        let _worker = worker(&scratch, &coord.addr, "w1");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let python = root.join(".venv/bin/python");
+        assert!(
+            python.is_file(),
+            "{} is missing: run deploy/bootstrap.sh",
+            python.display()
+        );
+        let out = run_with(
+            Command::new(python)
+                .arg(root.join("coordinator/python/submit_and_watch.py"))
+                .args(["--coordinator", &coord.addr, "--token-file"])
+                .arg(scratch.path("job.token"))
+                .args(["--data", &scratch.data(), "--output"])
+                .arg(scratch.path("runs/python"))
+                .args([
+                    "--image-size",
+                    "32",
+                    "--width",
+                    "8",
+                    "--batch-size",
+                    "8",
+                    "--steps",
+                    "6",
+                    "--checkpoint-every",
+                    "3",
+                    "--sample-every",
+                    "0",
+                    "--device",
+                    "cpu",
+                    "--threads",
+                    "1",
+                ]),
+        );
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}\n{}", scratch.log("w1.log"));
+        for needle in [
+            "job-000001\n",
+            "step 6 ",
+            "checkpoint step 3 ",
+            "SUCCEEDED: trained to step 6",
+        ] {
+            assert!(stdout.contains(needle), "{needle:?} missing from\n{stdout}");
+        }
+        assert!(committed(&scratch.path("runs/python"), 6));
+        let listed = ok(scratch.cli(&coord.addr, &["list"]));
+        assert!(listed.contains("python-client"), "{listed}");
+    });
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
