@@ -854,6 +854,70 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_rank_stops_the_others_and_the_gang_restarts() {
+        let (mut core, now) = core();
+        let id = core.submit(config(2, 0)).id;
+        let a = join(&mut core, "a", now);
+        let b = join(&mut core, "b", now);
+        let running = |rank: u32, attempt: u32| {
+            Some(pb::RunningWork {
+                job_id: id.clone(),
+                attempt,
+                rank,
+                step: 7,
+            })
+        };
+        let failed = pb::ReportRequest {
+            worker_id: a.clone(),
+            job_id: id.clone(),
+            attempt: 1,
+            rank: 0,
+            events: vec![pb::WorkerEvent {
+                event: Some(pb::worker_event::Event::Failed(pb::Failure {
+                    message: "CUDA error: an illegal memory access".into(),
+                    retryable: true,
+                })),
+            }],
+        };
+        assert!(core.report(&failed, now));
+        // Both workers are idle again, so attempt 2 is assigned at once; rank 1, still running
+        // attempt 1, is told to stop it and handed attempt 2.
+        let job = core.job(&id).unwrap();
+        assert_eq!(job.state, State::Running);
+        assert_eq!(job.attempts.len(), 2);
+        assert!(
+            job.attempts[0].reason.contains("rank 0 on worker"),
+            "{}",
+            job.attempts[0].reason
+        );
+        assert!(job.attempts[0].reason.contains("illegal memory access"));
+        let beat = core.heartbeat(
+            &pb::HeartbeatRequest {
+                worker_id: b.clone(),
+                running: running(1, 1),
+            },
+            now,
+        );
+        assert_eq!(beat.stop_job_ids, vec![id.clone()]);
+        assert_eq!(beat.assignment.unwrap().attempt, 2);
+        // A stale report of attempt 1 changes nothing and is told to stop.
+        let stale = pb::ReportRequest {
+            worker_id: b,
+            job_id: id.clone(),
+            attempt: 1,
+            rank: 1,
+            events: vec![pb::WorkerEvent {
+                event: Some(pb::worker_event::Event::Finished(pb::CheckpointInfo {
+                    step: 9,
+                    url: "x".into(),
+                })),
+            }],
+        };
+        assert!(core.report(&stale, now));
+        assert_eq!(core.job(&id).unwrap().state, State::Running);
+    }
+
+    #[test]
     fn a_recovered_running_job_keeps_a_worker_that_re_registers() {
         let (mut core, now) = core();
         let id = core.submit(config(1, 0)).id;

@@ -134,6 +134,37 @@ fn two_jobs_queue_behind_one_worker_and_run_in_order() {
 }
 
 #[test]
+fn a_gang_is_placed_together_and_a_worker_without_all_reduce_says_so() {
+    serial(async {
+        let scratch = Scratch::new();
+        let coord = coordinator(&scratch, scratch.path("state").to_str().unwrap(), "127.0.0.1:0", &[]);
+        let mut client = jobs(&coord.addr, JOB_TOKEN);
+        let _w1 = worker(&scratch, &coord.addr, "w1");
+        let file = scratch.job_file("pair", 5, 0, "workers = 2\n");
+        let id = ok(scratch.cli(&coord.addr, &["submit", file.to_str().unwrap()]))
+            .trim()
+            .to_string();
+        let waiting = watch_until(
+            &mut client,
+            &id,
+            LIMIT,
+            |e| matches!(e, Event::Job(j) if j.reason == "waiting: needs 2 workers, 1 registered"),
+        )
+        .await;
+        assert_eq!(waiting.state(), pb::JobState::Queued);
+        let _w2 = worker(&scratch, &coord.addr, "w2");
+        let job = watch_to_end(&mut client, &id, LIMIT).await;
+        // Both ranks were started in one attempt; data-parallel training is not built yet, and a
+        // restart cannot fix that, so the job fails at once with the reason.
+        assert_eq!(job.state(), pb::JobState::Failed);
+        assert_eq!(job.attempts.len(), 1);
+        assert_eq!(job.attempts[0].workers.len(), 2);
+        assert!(job.reason.contains("job.workers is 2"), "{}", job.reason);
+        assert!(job.reason.contains("all-reduce"), "{}", job.reason);
+    });
+}
+
+#[test]
 fn cancel_a_queued_and_a_running_job() {
     serial(async {
         let scratch = Scratch::new();
@@ -335,6 +366,15 @@ fn wrong_tokens_and_bad_specs_are_rejected_and_change_nothing() {
         );
         assert!(!out.status.success());
         assert!(text(&out).1.contains("Unauthenticated") || text(&out).1.contains("wrong token"));
+
+        // A worker with the job token is refused and exits, saying why.
+        let out = run_with(
+            Command::new(bin("worker"))
+                .args(["serve", "--coordinator", &coord.addr, "--device", "cpu", "--token-file"])
+                .arg(scratch.path("job.token")),
+        );
+        assert!(!out.status.success());
+        assert!(text(&out).1.contains("refused the worker"), "{:?}", text(&out));
 
         // Every problem of a spec at once, each naming its field.
         let mut client = jobs(&coord.addr, JOB_TOKEN);

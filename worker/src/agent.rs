@@ -224,6 +224,15 @@ fn start(assignment: &pb::Assignment, device: &str) -> Run {
     }
 }
 
+/// Whether the coordinator refused the worker, as opposed to failing to answer (down,
+/// restarting, overloaded), which is retried.
+fn refused(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+    )
+}
+
 /// The agent's connection and what it is doing.
 struct Agent {
     options: AgentOptions,
@@ -235,8 +244,8 @@ struct Agent {
 }
 
 impl Agent {
-    /// Registers (again), keeping the id and the running work. A refusal other than
-    /// `Unavailable` (a wrong token) is fatal; an unreachable coordinator is retried.
+    /// Registers (again), keeping the id and the running work. A refusal (a wrong token) is
+    /// fatal; an unreachable or restarting coordinator is retried.
     async fn register(&mut self) -> Result<(), AgentError> {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -255,8 +264,8 @@ impl Agent {
                     tracing::info!(worker_id = %self.worker_id, coordinator = %self.options.coordinator, heartbeat_ms = response.heartbeat_interval_ms, "registered");
                     return Ok(());
                 }
-                Err(status) if status.code() == tonic::Code::Unavailable => {
-                    tracing::warn!(coordinator = %self.options.coordinator, error = %status.message(), "coordinator unreachable; retrying");
+                Err(status) if !refused(&status) => {
+                    tracing::warn!(coordinator = %self.options.coordinator, code = ?status.code(), error = %status.message(), "coordinator unreachable; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -277,8 +286,8 @@ impl Agent {
         };
         let response = match self.client.heartbeat(request).await {
             Ok(response) => response.into_inner(),
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                tracing::warn!(error = %status.message(), "heartbeat failed; coordinator unreachable");
+            Err(status) if !refused(&status) => {
+                tracing::warn!(code = ?status.code(), error = %status.message(), "heartbeat failed; coordinator unreachable");
                 return Ok(());
             }
             Err(status) => {
