@@ -268,7 +268,7 @@ fn a_killed_worker_fails_its_gang_and_the_job_resumes_from_its_checkpoint() {
             &scratch,
             scratch.path("state").to_str().unwrap(),
             "127.0.0.1:0",
-            &["--heartbeat-timeout", "1.5"],
+            &["--heartbeat-timeout", "2.5"],
         );
         let mut client = jobs(&coord.addr, JOB_TOKEN);
         let mut first = worker(&scratch, &coord.addr, "w1");
