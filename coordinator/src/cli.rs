@@ -4,9 +4,9 @@
 //! non-zero unless it SUCCEEDED.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use gantry_proto::auth::{Token, TokenError};
+use gantry_proto::auth::Token;
 use gantry_proto::client::ConnectError;
 use gantry_proto::job::{JobConfig, JobError};
 use gantry_proto::pb;
@@ -21,9 +21,6 @@ pub enum CliError {
     /// The coordinator address or TLS settings.
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    /// The token.
-    #[error(transparent)]
-    Token(#[from] TokenError),
     /// The job file.
     #[error(transparent)]
     Job(#[from] JobError),
@@ -59,20 +56,6 @@ pub type JobClient = JobServiceClient<InterceptedService<Channel, Token>>;
 pub fn connect(url: &str, token: Token, ca: Option<&Path>) -> Result<JobClient> {
     let channel = gantry_proto::client::channel(url, ca)?;
     Ok(JobServiceClient::with_interceptor(channel, token))
-}
-
-/// Where the token comes from: a file, else the named environment variable.
-pub fn token_from(file: Option<&PathBuf>, env: &str) -> Result<Token> {
-    match file {
-        Some(path) => Ok(Token::from_file(path)?),
-        None => match std::env::var(env) {
-            Ok(text) => Ok(Token::new(&text, &format!("${env}"))?),
-            Err(_) => Err(TokenError::Empty {
-                origin: format!("no --token-file and ${env} is not set"),
-            }
-            .into()),
-        },
-    }
 }
 
 fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> CliError {

@@ -580,7 +580,7 @@ impl Core {
             .collect();
         for (id, silent) in silent {
             let worker = self.workers.remove(&id).expect("known worker");
-            tracing::warn!(worker_id = %id, hostname = %worker.hostname, silent_s = silent.as_secs_f64(), "worker lost");
+            tracing::warn!(worker_id = %id, hostname = %worker.hostname, device = %worker.device, silent_s = silent.as_secs_f64(), "worker lost");
             self.lost.insert(id, silent);
         }
         let running: Vec<(String, Vec<String>)> = self
@@ -688,25 +688,6 @@ impl Core {
             });
         }
         self.touched(id);
-    }
-
-    /// The pool, for logs and status: (id, address, device, hostname, job).
-    pub fn workers(&self) -> Vec<(String, String, String, String, Option<String>)> {
-        let mut workers: Vec<_> = self
-            .workers
-            .iter()
-            .map(|(id, w)| {
-                (
-                    id.clone(),
-                    w.address.clone(),
-                    w.device.clone(),
-                    w.hostname.clone(),
-                    w.slot.as_ref().map(|s| s.job_id.clone()),
-                )
-            })
-            .collect();
-        workers.sort();
-        workers
     }
 }
 
@@ -826,7 +807,7 @@ mod tests {
         assert_eq!(job.state, State::Failed);
         assert!(job.reason.contains("missed heartbeats for 4.0 s"), "{}", job.reason);
         assert!(job.reason.contains("gave up after 1 restarts"), "{}", job.reason);
-        assert!(core.workers().is_empty());
+        assert!(core.workers.is_empty());
     }
 
     #[test]
@@ -938,6 +919,9 @@ mod tests {
         restarted.register(&req, now + Duration::from_secs(1));
         restarted.tick(now + Duration::from_millis(3500));
         assert_eq!(restarted.job(&id).unwrap().state, State::Running);
-        assert_eq!(restarted.workers()[0].4.as_deref(), Some(id.as_str()));
+        assert_eq!(
+            restarted.workers[&w].slot.as_ref().map(|s| s.job_id.as_str()),
+            Some(id.as_str())
+        );
     }
 }

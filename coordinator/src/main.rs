@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use coordinator::cli;
+use gantry_proto::auth::Token;
 use gantry_proto::pb;
 
 /// gantry's coordinator: queues training jobs and gang-schedules them onto workers.
@@ -147,7 +148,7 @@ fn main() -> ExitCode {
 }
 
 fn client(connection: &Connection) -> anyhow::Result<cli::JobClient> {
-    let token = cli::token_from(connection.token_file.as_ref(), "GANTRY_TOKEN")?;
+    let token = Token::from_file_or_env(connection.token_file.as_deref(), "GANTRY_TOKEN")?;
     Ok(cli::connect(
         &connection.coordinator,
         token,
@@ -171,8 +172,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 heartbeat_timeout.is_finite() && heartbeat_timeout > 0.0,
                 "--heartbeat-timeout is {heartbeat_timeout}, expected a positive number of seconds"
             );
-            let job_token = cli::token_from(token_file.as_ref(), "GANTRY_TOKEN")?;
-            let worker_token = cli::token_from(worker_token_file.as_ref(), "GANTRY_WORKER_TOKEN")?;
+            let job_token = Token::from_file_or_env(token_file.as_deref(), "GANTRY_TOKEN")?;
+            let worker_token = Token::from_file_or_env(worker_token_file.as_deref(), "GANTRY_WORKER_TOKEN")?;
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some((
                     std::fs::read(&cert).with_context(|| format!("--tls-cert {}", cert.display()))?,

@@ -91,11 +91,6 @@ impl Coordinator {
         self.commit(&mut core).await
     }
 
-    /// The protocol timing.
-    pub async fn timing(&self) -> Timing {
-        self.inner.core.lock().await.timing()
-    }
-
     /// Validates a spec completely: the keys, then the dataset it names (reachable, image size,
     /// condition, rows) and the output URL. Every problem is listed.
     pub async fn validate(&self, spec: &pb::JobSpec) -> Result<JobConfig> {

@@ -79,6 +79,19 @@ impl Token {
         Self::new(&text, &origin)
     }
 
+    /// The token in `file` when given, else in the environment variable `env`.
+    pub fn from_file_or_env(file: Option<&std::path::Path>, env: &str) -> Result<Self, TokenError> {
+        match file {
+            Some(path) => Self::from_file(path),
+            None => match std::env::var(env) {
+                Ok(text) => Self::new(&text, &format!("${env}")),
+                Err(_) => Err(TokenError::Empty {
+                    origin: format!("no token file given and ${env} is not set"),
+                }),
+            },
+        }
+    }
+
     /// Whether `presented` is this token.
     pub fn matches(&self, presented: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();

@@ -154,6 +154,37 @@ fn job_of(assignment: &pb::Assignment, device: &str) -> Result<JobConfig, String
     Ok(config)
 }
 
+/// Trains a job to its end; the event that says how it ended.
+fn run_job(config: &JobConfig, forward: Arc<Forward>) -> Event {
+    let options = TrainOptions {
+        progress: false,
+        observer: Some(forward),
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::train::train(config, &options)));
+    match result {
+        Ok(Ok(summary)) => Event::Finished(pb::CheckpointInfo {
+            step: summary.steps,
+            url: summary.checkpoint,
+        }),
+        Ok(Err(Error::Stopped { step })) => Event::Stopped(step),
+        Ok(Err(e)) => Event::Failed(pb::Failure {
+            message: e.to_string(),
+            retryable: retryable(&e),
+        }),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Event::Failed(pb::Failure {
+                message: format!("the trainer panicked: {what}"),
+                retryable: true,
+            })
+        }
+    }
+}
+
 /// Starts an assignment on a training thread.
 fn start(assignment: &pb::Assignment, device: &str) -> Run {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -170,45 +201,13 @@ fn start(assignment: &pb::Assignment, device: &str) -> Run {
     std::thread::Builder::new()
         .name(format!("train-{job_id}"))
         .spawn(move || {
+            let forward = Arc::new(forward);
             let end = match job {
                 Err(message) => Event::Failed(pb::Failure {
                     message,
                     retryable: false,
                 }),
-                Ok(config) => {
-                    let forward = Arc::new(forward);
-                    let options = TrainOptions {
-                        progress: false,
-                        observer: Some(forward.clone()),
-                    };
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        crate::train::train(&config, &options)
-                    }));
-                    let end = match result {
-                        Ok(Ok(summary)) => Event::Finished(pb::CheckpointInfo {
-                            step: summary.steps,
-                            url: summary.checkpoint,
-                        }),
-                        Ok(Err(Error::Stopped { step })) => Event::Stopped(step),
-                        Ok(Err(e)) => Event::Failed(pb::Failure {
-                            message: e.to_string(),
-                            retryable: retryable(&e),
-                        }),
-                        Err(panic) => Event::Failed(pb::Failure {
-                            message: format!(
-                                "the trainer panicked: {}",
-                                panic
-                                    .downcast_ref::<String>()
-                                    .map(String::as_str)
-                                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                                    .unwrap_or("unknown panic")
-                            ),
-                            retryable: true,
-                        }),
-                    };
-                    forward.send(end);
-                    return;
-                }
+                Ok(config) => run_job(&config, forward.clone()),
             };
             forward.send(end);
         })

@@ -246,14 +246,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             advertise,
             device,
         } => {
-            let token = match &token_file {
-                Some(path) => gantry_proto::auth::Token::from_file(path)?,
-                None => {
-                    let text = std::env::var("GANTRY_WORKER_TOKEN")
-                        .map_err(|_| anyhow::anyhow!("no --token-file and $GANTRY_WORKER_TOKEN is not set"))?;
-                    gantry_proto::auth::Token::new(&text, "$GANTRY_WORKER_TOKEN")?
-                }
-            };
+            let token = gantry_proto::auth::Token::from_file_or_env(token_file.as_deref(), "GANTRY_WORKER_TOKEN")?;
             let device = worker::device::device_name(worker::device::resolve_device(&device)?);
             let hostname = hostname();
             let options = worker::agent::AgentOptions {
