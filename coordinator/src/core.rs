@@ -227,8 +227,8 @@ struct Worker {
 /// Something for the service to do after a call.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A job record changed: persist it and broadcast it.
-    Job(String),
+    /// A job record changed: persist it, and broadcast the record as it was then.
+    Job(String, Box<pb::Job>),
     /// A step completed (broadcast only).
     Metrics(String, pb::StepMetrics),
     /// A checkpoint was committed (broadcast; the record is persisted through [`Event::Job`]).
@@ -293,7 +293,8 @@ impl Core {
     }
 
     fn touched(&mut self, id: &str) {
-        self.outbox.push(Event::Job(id.to_string()));
+        let snapshot = Box::new(self.jobs[id].to_pb());
+        self.outbox.push(Event::Job(id.to_string(), snapshot));
     }
 
     /// A job by id.
@@ -860,7 +861,18 @@ mod tests {
                 })),
             }],
         };
+        core.drain();
         assert!(core.report(&failed, now));
+        // Watchers see the job go back to the queue, then start again, in one call.
+        let states: Vec<pb::JobState> = core
+            .drain()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Job(_, job) => Some(job.state()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(states, vec![pb::JobState::Queued, pb::JobState::Running]);
         // Both workers are idle again, so attempt 2 is assigned at once; rank 1, still running
         // attempt 1, is told to stop it and handed attempt 2.
         let job = core.job(&id).unwrap();

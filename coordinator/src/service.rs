@@ -63,18 +63,28 @@ impl Coordinator {
     /// Persists and broadcasts what the core left in its outbox. Every record is attempted;
     /// the first failure is returned.
     async fn commit(&self, core: &mut Core) -> Result<()> {
+        let events = core.drain();
+        // Each touched record is saved once, as it is now; watchers get every state it went
+        // through, in order, between the metrics and checkpoints.
+        let mut touched: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Job(id, _) => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
         let mut first_error = None;
-        for event in core.drain() {
+        for id in touched {
+            if let Err(e) = self.inner.store.save(core.job(id)?).await {
+                tracing::error!(job_id = %id, error = %e, "job record not saved");
+                first_error.get_or_insert(e);
+            }
+        }
+        for event in events {
             let (id, event) = match event {
-                Event::Job(id) => {
-                    let record = core.job(&id)?;
-                    if let Err(e) = self.inner.store.save(record).await {
-                        tracing::error!(job_id = %id, error = %e, "job record not saved");
-                        first_error.get_or_insert(e);
-                    }
-                    let job = record.to_pb();
-                    (id, pb::job_event::Event::Job(job))
-                }
+                Event::Job(id, job) => (id, pb::job_event::Event::Job(*job)),
                 Event::Metrics(id, m) => (id, pb::job_event::Event::Metrics(m)),
                 Event::Checkpoint(id, c) => (id, pb::job_event::Event::Checkpoint(c)),
             };

@@ -63,6 +63,10 @@ type Client = WorkerServiceClient<InterceptedService<Channel, Token>>;
 /// beyond this (the run's own `metrics.jsonl` keeps them all).
 const MAX_PENDING: usize = 1000;
 
+/// Step metrics go to the coordinator in batches at most this often; the start, checkpoints and
+/// the end of a run go at once.
+const REPORT_EVERY: Duration = Duration::from_millis(200);
+
 /// The run of one assignment.
 struct Run {
     job_id: String,
@@ -240,6 +244,10 @@ struct Agent {
     interval: Duration,
     run: Option<Run>,
     pending: Vec<pb::WorkerEvent>,
+    /// When pending events may be sent next.
+    next_report: tokio::time::Instant,
+    /// The last report reached the coordinator (otherwise urgent events wait for the retry too).
+    reachable: bool,
 }
 
 impl Agent {
@@ -326,14 +334,20 @@ impl Agent {
             rank: run.rank,
             events: self.pending.clone(),
         };
-        match self.client.report(request).await {
+        let result = self.client.report(request).await;
+        self.next_report = tokio::time::Instant::now() + REPORT_EVERY;
+        match result {
             Ok(response) => {
+                self.reachable = true;
                 self.pending.clear();
                 if response.into_inner().stop && !run.stop.swap(true, Ordering::Relaxed) {
                     tracing::info!(job_id = %run.job_id, "the job no longer runs here; stopping");
                 }
             }
             Err(status) => {
+                // Try again with the next heartbeat.
+                self.reachable = false;
+                self.next_report = tokio::time::Instant::now() + self.interval;
                 tracing::warn!(error = %status.message(), pending = self.pending.len(), "report failed; keeping events");
                 if self.pending.len() > MAX_PENDING {
                     let excess = self.pending.len() - MAX_PENDING;
@@ -358,6 +372,11 @@ impl Agent {
             Some(run) if !run.ended => run.events.recv().await,
             _ => std::future::pending().await,
         }
+    }
+
+    /// Whether pending events include one that should not wait for the next batch.
+    fn urgent(&self) -> bool {
+        self.pending.iter().any(|e| !matches!(e.event, Some(Event::Metrics(_))))
     }
 
     fn take_event(&mut self, event: Option<pb::WorkerEvent>) {
@@ -395,6 +414,8 @@ pub async fn serve(options: AgentOptions, shutdown: impl Future<Output = ()>) ->
         interval: Duration::from_secs(1),
         run: None,
         pending: Vec::new(),
+        next_report: tokio::time::Instant::now(),
+        reachable: true,
     };
     tokio::pin!(shutdown);
     tokio::select! {
@@ -417,6 +438,11 @@ pub async fn serve(options: AgentOptions, shutdown: impl Future<Output = ()>) ->
             }
             event = Agent::next_event(&mut agent.run) => {
                 agent.take_event(event);
+                if (agent.urgent() && agent.reachable) || tokio::time::Instant::now() >= agent.next_report {
+                    agent.flush().await;
+                }
+            }
+            _ = tokio::time::sleep_until(agent.next_report), if !agent.pending.is_empty() => {
                 agent.flush().await;
             }
         }
