@@ -325,6 +325,7 @@ impl Agent {
     async fn flush(&mut self) {
         let Some(run) = &self.run else { return };
         if self.pending.is_empty() {
+            self.clear_if_ended();
             return;
         }
         let request = pb::ReportRequest {
@@ -360,8 +361,14 @@ impl Agent {
                 }
             }
         }
-        if self.run.as_ref().is_some_and(|r| r.ended) && self.pending.is_empty() {
-            let run = self.run.take().expect("a run");
+        self.clear_if_ended();
+    }
+
+    /// Forgets the run once it has ended and the coordinator has heard everything about it.
+    fn clear_if_ended(&mut self) {
+        if self.pending.is_empty()
+            && let Some(run) = self.run.take_if(|r| r.ended)
+        {
             tracing::info!(job_id = %run.job_id, "assignment ended");
         }
     }
