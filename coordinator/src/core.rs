@@ -722,6 +722,24 @@ mod tests {
         core.register(&req, now).0
     }
 
+    /// A report of one event from `worker`, rank `rank` of `job`'s attempt `attempt`.
+    fn report(worker: &str, job: &str, attempt: u32, rank: u32, event: pb::worker_event::Event) -> pb::ReportRequest {
+        pb::ReportRequest {
+            worker_id: worker.into(),
+            job_id: job.into(),
+            attempt,
+            rank,
+            events: vec![pb::WorkerEvent { event: Some(event) }],
+        }
+    }
+
+    fn failure(message: &str, retryable: bool) -> pb::worker_event::Event {
+        pb::worker_event::Event::Failed(pb::Failure {
+            message: message.into(),
+            retryable,
+        })
+    }
+
     fn beat(core: &mut Core, worker: &str, now: Instant) -> pb::HeartbeatResponse {
         let req = pb::HeartbeatRequest {
             worker_id: worker.into(),
@@ -816,19 +834,8 @@ mod tests {
         let (mut core, now) = core();
         let id = core.submit(config(1, 0)).id;
         let w = join(&mut core, "a", now);
-        let report = pb::ReportRequest {
-            worker_id: w.clone(),
-            job_id: id.clone(),
-            attempt: 1,
-            rank: 0,
-            events: vec![pb::WorkerEvent {
-                event: Some(pb::worker_event::Event::Failed(pb::Failure {
-                    message: "data.condition: no attribute Blond".into(),
-                    retryable: false,
-                })),
-            }],
-        };
-        assert!(core.report(&report, now));
+        let failed = report(&w, &id, 1, 0, failure("data.condition: no attribute Blond", false));
+        assert!(core.report(&failed, now));
         let job = core.job(&id).unwrap();
         assert_eq!(job.state, State::Failed);
         assert!(job.reason.contains("no attribute Blond"), "{}", job.reason);
@@ -849,18 +856,7 @@ mod tests {
                 step: 7,
             })
         };
-        let failed = pb::ReportRequest {
-            worker_id: a.clone(),
-            job_id: id.clone(),
-            attempt: 1,
-            rank: 0,
-            events: vec![pb::WorkerEvent {
-                event: Some(pb::worker_event::Event::Failed(pb::Failure {
-                    message: "CUDA error: an illegal memory access".into(),
-                    retryable: true,
-                })),
-            }],
-        };
+        let failed = report(&a, &id, 1, 0, failure("CUDA error: an illegal memory access", true));
         core.drain();
         assert!(core.report(&failed, now));
         // Watchers see the job go back to the queue, then start again, in one call.
@@ -894,18 +890,11 @@ mod tests {
         assert_eq!(beat.stop_job_ids, vec![id.clone()]);
         assert_eq!(beat.assignment.unwrap().attempt, 2);
         // A stale report of attempt 1 changes nothing and is told to stop.
-        let stale = pb::ReportRequest {
-            worker_id: b,
-            job_id: id.clone(),
-            attempt: 1,
-            rank: 1,
-            events: vec![pb::WorkerEvent {
-                event: Some(pb::worker_event::Event::Finished(pb::CheckpointInfo {
-                    step: 9,
-                    url: "x".into(),
-                })),
-            }],
-        };
+        let finished = pb::worker_event::Event::Finished(pb::CheckpointInfo {
+            step: 9,
+            url: "x".into(),
+        });
+        let stale = report(&b, &id, 1, 1, finished);
         assert!(core.report(&stale, now));
         assert_eq!(core.job(&id).unwrap().state, State::Running);
     }
