@@ -10,6 +10,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile([proto], ["."])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("gantry_v1_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    tonic_prost_build::configure()
+        // Step metrics are also kept in the coordinator's JSON job records.
+        .message_attribute(
+            "gantry.v1.StepMetrics",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .compile_fds(fds)?;
     Ok(())
 }

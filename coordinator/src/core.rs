@@ -94,53 +94,6 @@ pub struct AttemptRecord {
     pub reason: String,
 }
 
-/// The last reported step.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub struct MetricsRecord {
-    /// Steps completed.
-    pub step: u64,
-    /// Epoch of the step's batch.
-    pub epoch: u64,
-    /// Critic loss.
-    pub c_loss: f64,
-    /// Critic Wasserstein loss.
-    pub c_wass_loss: f64,
-    /// Gradient penalty.
-    pub c_gp: f64,
-    /// Generator loss.
-    pub g_loss: f64,
-    /// Throughput.
-    pub images_per_sec: f64,
-}
-
-impl From<&pb::StepMetrics> for MetricsRecord {
-    fn from(m: &pb::StepMetrics) -> Self {
-        Self {
-            step: m.step,
-            epoch: m.epoch,
-            c_loss: m.c_loss,
-            c_wass_loss: m.c_wass_loss,
-            c_gp: m.c_gp,
-            g_loss: m.g_loss,
-            images_per_sec: m.images_per_sec,
-        }
-    }
-}
-
-impl From<MetricsRecord> for pb::StepMetrics {
-    fn from(m: MetricsRecord) -> Self {
-        Self {
-            step: m.step,
-            epoch: m.epoch,
-            c_loss: m.c_loss,
-            c_wass_loss: m.c_wass_loss,
-            c_gp: m.c_gp,
-            g_loss: m.g_loss,
-            images_per_sec: m.images_per_sec,
-        }
-    }
-}
-
 /// A job's durable record (`jobs/<id>.json` in the state store).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -161,7 +114,7 @@ pub struct JobRecord {
     /// Unix ms; 0 until final.
     pub finished_ms: i64,
     /// The last reported step.
-    pub metrics: Option<MetricsRecord>,
+    pub metrics: Option<pb::StepMetrics>,
     /// The last committed checkpoint: (step, url).
     pub checkpoint: Option<(u64, String)>,
 }
@@ -188,7 +141,7 @@ impl JobRecord {
                 .collect(),
             submitted_ms: self.submitted_ms,
             finished_ms: self.finished_ms,
-            metrics: self.metrics.map(Into::into),
+            metrics: self.metrics,
             checkpoint: self.checkpoint.as_ref().map(|(step, url)| pb::CheckpointInfo {
                 step: *step,
                 url: url.clone(),
@@ -535,7 +488,7 @@ impl Core {
                     self.touched(id);
                 }
                 E::Metrics(m) => {
-                    job.metrics = Some(m.into());
+                    job.metrics = Some(*m);
                     self.outbox.push(Event::Metrics(id.to_string(), *m));
                 }
                 E::Checkpoint(c) => {
