@@ -6,9 +6,9 @@
 use std::io::Write;
 use std::path::Path;
 
+use gantry_job::{JobConfig, JobError};
 use gantry_proto::auth::Token;
 use gantry_proto::client::ConnectError;
-use gantry_proto::job::{JobConfig, JobError};
 use gantry_proto::pb;
 use gantry_proto::pb::job_service_client::JobServiceClient;
 use tonic::codegen::InterceptedService;
@@ -103,7 +103,7 @@ pub async fn status(client: &mut JobClient, id: &str, out: &mut impl Write) -> R
 }
 
 fn write_status(job: &pb::Job, out: &mut impl Write) -> std::io::Result<()> {
-    let config = job.spec.as_ref().map(JobConfig::from_spec);
+    let config = job.spec.as_ref().and_then(|s| JobConfig::from_spec(s).ok());
     writeln!(out, "id:         {}", job.id)?;
     if let Some(c) = &config {
         if !c.job.name.is_empty() {
@@ -170,7 +170,7 @@ pub async fn list(client: &mut JobClient, states: Vec<pb::JobState>, out: &mut i
         "ID", "STATE", "ATTEMPT", "STEP", "NAME"
     )?;
     for job in &jobs {
-        let config = job.spec.as_ref().map(JobConfig::from_spec);
+        let config = job.spec.as_ref().and_then(|s| JobConfig::from_spec(s).ok());
         let steps = config.as_ref().map_or(0, |c| c.train.steps);
         let step = job.metrics.as_ref().map_or(0, |m| m.step);
         writeln!(

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use gantry_proto::job::JobConfig;
+use gantry_job::JobConfig;
 use gantry_proto::pb;
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +27,9 @@ impl Timing {
     }
 }
 
-/// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a job is in its life: the coordinator's own type (records, scheduling, the CLI's
+/// `--state`), converted to and from the wire's [`pb::JobState`] here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum State {
     /// Waiting for workers.
@@ -43,9 +44,9 @@ pub enum State {
     Cancelled,
 }
 
-impl State {
-    fn pb(self) -> pb::JobState {
-        match self {
+impl From<State> for pb::JobState {
+    fn from(state: State) -> Self {
+        match state {
             State::Queued => pb::JobState::Queued,
             State::Running => pb::JobState::Running,
             State::Succeeded => pb::JobState::Succeeded,
@@ -53,21 +54,32 @@ impl State {
             State::Cancelled => pb::JobState::Cancelled,
         }
     }
+}
 
-    fn is_final(self) -> bool {
-        self.pb().is_final()
-    }
+impl TryFrom<pb::JobState> for State {
+    type Error = pb::JobState;
 
-    /// From the wire enum; `None` for UNSPECIFIED.
-    pub fn from_pb(state: pb::JobState) -> Option<Self> {
-        Some(match state {
-            pb::JobState::Unspecified => return None,
+    /// Every wire state but `UNSPECIFIED`, which is returned as the error.
+    fn try_from(state: pb::JobState) -> std::result::Result<Self, pb::JobState> {
+        Ok(match state {
+            pb::JobState::Unspecified => return Err(state),
             pb::JobState::Queued => State::Queued,
             pb::JobState::Running => State::Running,
             pb::JobState::Succeeded => State::Succeeded,
             pb::JobState::Failed => State::Failed,
             pb::JobState::Cancelled => State::Cancelled,
         })
+    }
+}
+
+impl State {
+    fn is_final(self) -> bool {
+        pb::JobState::from(self).is_final()
+    }
+
+    /// The state in capitals, as people read it (`QUEUED`).
+    pub fn label(self) -> &'static str {
+        pb::JobState::from(self).label()
     }
 }
 
@@ -125,7 +137,7 @@ impl JobRecord {
         pb::Job {
             id: self.id.clone(),
             spec: Some(pb::JobSpec::from(&self.config)),
-            state: self.state.pb() as i32,
+            state: pb::JobState::from(self.state) as i32,
             reason: self.reason.clone(),
             attempts: self
                 .attempts
@@ -154,7 +166,7 @@ impl JobRecord {
     }
 
     fn label(&self) -> &'static str {
-        self.state.pb().label()
+        self.state.label()
     }
 }
 

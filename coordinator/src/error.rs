@@ -35,16 +35,19 @@ pub enum Error {
     #[error("job store: {0}")]
     Store(#[from] dataprep::Error),
     /// A job record in the store cannot be read.
-    #[error("job record {path}: {message}")]
+    #[error("job record {path}: {source}")]
     Record {
         /// The record.
         path: String,
-        /// What is wrong.
-        message: String,
+        /// The decoder's error.
+        source: serde_json::Error,
     },
-    /// The server could not start or failed.
+    /// The server could not start or failed (TLS set-up, the listener).
     #[error("server: {0}")]
-    Server(String),
+    Server(#[from] tonic::transport::Error),
+    /// The reflection service could not be built.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// Result with the coordinator's [`Error`].
@@ -58,7 +61,7 @@ impl Error {
             Error::JobNotFound { .. } => Code::NotFound,
             Error::JobState { .. } => Code::FailedPrecondition,
             Error::Store(_) => Code::Unavailable,
-            Error::Record { .. } | Error::Server(_) => Code::Internal,
+            Error::Record { .. } | Error::Server(_) | Error::Reflection(_) => Code::Internal,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use coordinator::cli;
 use gantry_proto::auth::Token;
 use gantry_proto::pb;
@@ -34,27 +34,6 @@ struct Connection {
     /// CA certificate (PEM) that signed the coordinator's certificate, for https.
     #[arg(long, env = "GANTRY_TLS_CA")]
     tls_ca: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum StateArg {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl From<StateArg> for pb::JobState {
-    fn from(s: StateArg) -> Self {
-        match s {
-            StateArg::Queued => pb::JobState::Queued,
-            StateArg::Running => pb::JobState::Running,
-            StateArg::Succeeded => pb::JobState::Succeeded,
-            StateArg::Failed => pb::JobState::Failed,
-            StateArg::Cancelled => pb::JobState::Cancelled,
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,7 +84,7 @@ enum Command {
     List {
         /// Only jobs in this state (repeatable).
         #[arg(long, value_enum)]
-        state: Vec<StateArg>,
+        state: Vec<coordinator::core::State>,
         #[command(flatten)]
         connection: Connection,
     },
@@ -221,7 +200,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cli::status(&mut client(&connection)?, &id, &mut out).await?;
         }
         Command::List { state, connection } => {
-            let states = state.into_iter().map(Into::into).collect();
+            let states = state.into_iter().map(pb::JobState::from).collect();
             cli::list(&mut client(&connection)?, states, &mut out).await?;
         }
         Command::Cancel { id, reason, connection } => {

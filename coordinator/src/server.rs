@@ -63,14 +63,11 @@ pub async fn serve(options: ServeOptions, listener: TcpListener, shutdown: impl 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(gantry_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Server(e.to_string()))?;
+        .build_v1()?;
 
     let mut builder = Server::builder();
     if let Some((cert, key)) = &options.tls {
-        builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
-            .map_err(|e| Error::Server(format!("TLS: {e}")))?;
+        builder = builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
     }
     let jobs = JobServiceServer::with_interceptor(coordinator.clone(), RequireToken(options.job_token));
     let workers = WorkerServiceServer::with_interceptor(coordinator, RequireToken(options.worker_token));
@@ -81,7 +78,7 @@ pub async fn serve(options: ServeOptions, listener: TcpListener, shutdown: impl 
         .add_service(workers)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await
-        .map_err(|e| Error::Server(e.to_string()));
+        .map_err(Error::from);
     ticker.abort();
     result
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use gantry_proto::job::{JobConfig, JobError};
+use gantry_job::{JobConfig, JobError};
 use gantry_proto::pb;
 use gantry_proto::pb::job_service_server::JobService;
 use gantry_proto::pb::worker_service_server::WorkerService;
@@ -104,18 +104,18 @@ impl Coordinator {
     /// Validates a spec completely: the keys, then the dataset it names (reachable, image size,
     /// condition, rows) and the output URL. Every problem is listed.
     pub async fn validate(&self, spec: &pb::JobSpec) -> Result<JobConfig> {
-        let config = JobConfig::from_spec(spec);
-        let mut problems = match config.validate() {
-            Ok(()) => Vec::new(),
-            Err(JobError::Invalid { problems }) => problems,
-            Err(e) => vec![e.to_string()],
-        };
+        let (config, mut problems) = JobConfig::parse_spec(spec);
+        // The dataset is checked against the condition as written: not when it does not parse.
+        let parsed = problems.is_empty();
+        if let Err(JobError::Invalid { problems: more }) = config.validate() {
+            problems.extend(more);
+        }
         if let Err(e) = dataprep::Location::parse(&config.output.url)
             && !config.output.url.trim().is_empty()
         {
             problems.push(format!("output.url: {e}"));
         }
-        if !config.data.url.trim().is_empty() {
+        if parsed && !config.data.url.trim().is_empty() {
             match tokio::time::timeout(DATASET_TIMEOUT, dataprep::Dataset::open(&config.data.url)).await {
                 Err(_) => problems.push(format!(
                     "data.url: the dataset at {} did not answer within {} s",
@@ -170,7 +170,7 @@ impl JobService for Coordinator {
         for raw in &request.get_ref().states {
             let state = pb::JobState::try_from(*raw)
                 .ok()
-                .and_then(State::from_pb)
+                .and_then(|s| State::try_from(s).ok())
                 .ok_or_else(|| Error::BadRequest(format!("states: {raw} is not a job state")))?;
             states.push(state);
         }

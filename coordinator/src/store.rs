@@ -42,9 +42,9 @@ impl JobStore {
                 continue;
             }
             let bytes = self.jobs.get(&name).await?;
-            let record: JobRecord = serde_json::from_slice(&bytes).map_err(|e| Error::Record {
+            let record: JobRecord = serde_json::from_slice(&bytes).map_err(|source| Error::Record {
                 path: self.jobs.url_of(&name),
-                message: e.to_string(),
+                source,
             })?;
             records.push(record);
         }

@@ -3,14 +3,15 @@
 //! - [`pb`]: the messages and the tonic clients and servers of `gantry/v1/gantry.proto`
 //!   (package `gantry.v1`): the job service that people and scripts call, and the worker service
 //!   that `worker serve` agents call.
-//! - [`job`]: the job spec as a TOML job file ([`job::JobConfig`]), its conversion to and from
-//!   [`pb::JobSpec`], and its validation (alone, and against the dataset it names).
 //! - [`auth`]: bearer tokens on both sides of a call; [`client`]: a channel to the coordinator
 //!   (plain or TLS).
+//!
+//! The crate depends on no other crate of gantry's, so a client of the wire contract compiles
+//! only tonic and prost. The job file that [`pb::JobSpec`] carries, with its defaults and
+//! validation, is the `gantry-job` crate.
 
 pub mod auth;
 pub mod client;
-pub mod job;
 
 /// Generated from `gantry/v1/gantry.proto`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

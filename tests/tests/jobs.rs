@@ -22,10 +22,19 @@ fn submit_watch_and_find_the_checkpoints_in_storage() {
                 let unique = format!("coordinator-{}-{}", std::process::id(), rand_suffix());
                 (format!("{bucket}/{unique}/state"), format!("{bucket}/{unique}/run"))
             }
-            Err(_) => (
-                scratch.path("state").display().to_string(),
-                scratch.path("run").display().to_string(),
-            ),
+            Err(_) => {
+                assert!(
+                    std::env::var("GANTRY_REQUIRE_S3").is_err(),
+                    "GANTRY_REQUIRE_S3 is set but GANTRY_TEST_S3 is not: tests/run.sh starts the S3 server"
+                );
+                eprintln!(
+                    "GANTRY_TEST_S3 is not set: the job store and the output are local folders, not an S3 API (tests/run.sh sets it)"
+                );
+                (
+                    scratch.path("state").display().to_string(),
+                    scratch.path("run").display().to_string(),
+                )
+            }
         };
         let coord = coordinator(&scratch, &state, "127.0.0.1:0", &[]);
         let _worker = worker(&scratch, &coord.addr, "w1");
@@ -339,7 +348,7 @@ fn wrong_tokens_and_bad_specs_are_rejected_and_change_nothing() {
         let scratch = Scratch::new();
         let coord = coordinator(&scratch, scratch.path("state").to_str().unwrap(), "127.0.0.1:0", &[]);
         let good = scratch.job_file("good", 5, 0, "");
-        let spec = pb::JobSpec::from(&gantry_proto::job::JobConfig::from_file(&good).unwrap());
+        let spec = pb::JobSpec::from(&gantry_job::JobConfig::from_file(&good).unwrap());
         let submit = |spec: pb::JobSpec| pb::SubmitJobRequest { spec: Some(spec) };
 
         for token in ["wrong", WORKER_TOKEN] {

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use gantry_job::{DeviceSpec, JobConfig};
 use gantry_proto::auth::Token;
 use gantry_proto::client::ConnectError;
-use gantry_proto::job::JobConfig;
 use gantry_proto::pb;
 use gantry_proto::pb::worker_event::Event;
 use gantry_proto::pb::worker_service_client::WorkerServiceClient;
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
@@ -34,8 +35,9 @@ pub struct AgentOptions {
     pub tls_ca: Option<PathBuf>,
     /// Address peers dial for the gradient exchange.
     pub advertise: String,
-    /// Device for jobs whose `train.device` is `auto` (`auto`, `cpu`, `cuda:N`).
-    pub device: String,
+    /// Device for jobs whose `train.device` is `auto`: the device this worker resolved its own
+    /// setting to (`cpu` or `cuda:N`).
+    pub device: DeviceSpec,
     /// Host name, for people.
     pub hostname: String,
 }
@@ -112,16 +114,7 @@ impl Observer for Forward {
 
     fn step(&self, line: &MetricsLine) {
         self.step.store(line.step, Ordering::Relaxed);
-        let m = &line.metrics;
-        self.send(Event::Metrics(pb::StepMetrics {
-            step: line.step,
-            epoch: line.epoch,
-            c_loss: m.c_loss,
-            c_wass_loss: m.c_wass_loss,
-            c_gp: m.c_gp,
-            g_loss: m.g_loss,
-            images_per_sec: line.images_per_sec,
-        }));
+        self.send(Event::Metrics(*line));
     }
 
     fn checkpoint(&self, step: u64, url: &str) {
@@ -143,28 +136,30 @@ fn retryable(e: &Error) -> bool {
 }
 
 /// The job an assignment describes, on this worker's device.
-fn job_of(assignment: &pb::Assignment, device: &str) -> Result<JobConfig, String> {
+fn job_of(assignment: &pb::Assignment, device: DeviceSpec) -> Result<JobConfig, String> {
     let spec = assignment.spec.as_ref().ok_or("the assignment carries no job spec")?;
-    let mut config = JobConfig::from_spec(spec);
+    let mut config = JobConfig::from_spec(spec).map_err(|e| e.to_string())?;
     if assignment.world_size > 1 {
         return Err(format!(
             "job.workers is {}: data-parallel training needs the all-reduce between workers, which this worker does not have; run it with workers = 1",
             assignment.world_size
         ));
     }
-    if config.train.device == "auto" {
-        config.train.device = device.to_string();
+    if config.train.device == DeviceSpec::Auto {
+        config.train.device = device;
     }
     Ok(config)
 }
 
 /// Trains a job to its end; the event that says how it ended.
-fn run_job(config: &JobConfig, forward: Arc<Forward>) -> Event {
+fn run_job(config: &JobConfig, forward: Arc<Forward>, runtime: &Handle) -> Event {
     let options = TrainOptions {
         progress: false,
         observer: Some(forward),
     };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::train::train(config, &options)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::train::train(config, &options, runtime)
+    }));
     match result {
         Ok(Ok(summary)) => Event::Finished(pb::CheckpointInfo {
             step: summary.steps,
@@ -189,8 +184,9 @@ fn run_job(config: &JobConfig, forward: Arc<Forward>) -> Event {
     }
 }
 
-/// Starts an assignment on a training thread.
-fn start(assignment: &pb::Assignment, device: &str) -> Run {
+/// Starts an assignment on a training thread; its I/O runs on the agent's runtime.
+fn start(assignment: &pb::Assignment, device: DeviceSpec) -> Run {
+    let runtime = Handle::current();
     let (tx, rx) = mpsc::unbounded_channel();
     let stop = Arc::new(AtomicBool::new(false));
     let step = Arc::new(AtomicU64::new(0));
@@ -211,7 +207,7 @@ fn start(assignment: &pb::Assignment, device: &str) -> Run {
                     message,
                     retryable: false,
                 }),
-                Ok(config) => run_job(&config, forward.clone()),
+                Ok(config) => run_job(&config, forward.clone(), &runtime),
             };
             forward.send(end);
         })
@@ -259,7 +255,7 @@ impl Agent {
             let request = pb::RegisterRequest {
                 worker_id: self.worker_id.clone(),
                 address: self.options.advertise.clone(),
-                device: self.options.device.clone(),
+                device: self.options.device.to_string(),
                 hostname: self.options.hostname.clone(),
                 running: self.run.as_ref().map(Run::work),
             };
@@ -316,7 +312,7 @@ impl Agent {
         if let Some(assignment) = response.assignment
             && self.run.is_none()
         {
-            self.run = Some(start(&assignment, &self.options.device));
+            self.run = Some(start(&assignment, self.options.device));
         }
         Ok(())
     }

@@ -116,19 +116,12 @@ pub fn to_safetensors<'a>(tensors: impl IntoIterator<Item = (&'a String, &'a Ten
     }
     owned.sort_by(|a, b| a.0.cmp(&b.0));
     let views = owned.iter().map(|(name, o)| (name.as_str(), o));
-    safetensors::tensor::serialize(views, &None).map_err(|e| Error::Checkpoint {
-        url: String::new(),
-        message: format!("serialising tensors: {e}"),
-    })
+    safetensors::tensor::serialize(views, &None).map_err(Error::Encode)
 }
 
-/// Parses safetensors bytes into named CPU tensors.
-pub fn from_safetensors(bytes: &[u8], url: &str) -> Result<HashMap<String, Tensor>> {
-    let bad = |message: String| Error::Checkpoint {
-        url: url.to_string(),
-        message,
-    };
-    let tensors = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+/// Parses the safetensors bytes of `file` in the checkpoint at `url` into named CPU tensors.
+pub fn from_safetensors(bytes: &[u8], url: &str, file: &str) -> Result<HashMap<String, Tensor>> {
+    let tensors = SafeTensors::deserialize(bytes).map_err(|e| undecodable(url, file, e))?;
     tensors
         .tensors()
         .into_iter()
@@ -203,6 +196,14 @@ pub async fn resolve(url: &str) -> Result<Location> {
     })
 }
 
+fn undecodable(url: &str, file: &str, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::CheckpointFile {
+        url: url.to_string(),
+        file: file.to_string(),
+        source: Box::new(source),
+    }
+}
+
 /// Reads and verifies a checkpoint folder.
 pub async fn load(folder: &Location) -> Result<Checkpoint> {
     let url = folder.url().to_string();
@@ -211,7 +212,7 @@ pub async fn load(folder: &Location) -> Result<Checkpoint> {
         message,
     };
     let manifest: CheckpointManifest =
-        serde_json::from_slice(&folder.get(MANIFEST).await?).map_err(|e| bad(format!("manifest.json: {e}")))?;
+        serde_json::from_slice(&folder.get(MANIFEST).await?).map_err(|e| undecodable(&url, MANIFEST, e))?;
     let mut contents = HashMap::new();
     for entry in &manifest.files {
         let bytes = folder.get(&entry.file).await?;
@@ -228,11 +229,11 @@ pub async fn load(folder: &Location) -> Result<Checkpoint> {
             .get(name)
             .ok_or_else(|| bad(format!("{name} is not in the manifest")))
     };
-    let state: TrainState = serde_json::from_slice(file(STATE)?).map_err(|e| bad(format!("{STATE}: {e}")))?;
+    let state: TrainState = serde_json::from_slice(file(STATE)?).map_err(|e| undecodable(&url, STATE, e))?;
     Ok(Checkpoint {
-        generator: from_safetensors(file(GENERATOR)?, &url)?,
-        critic: from_safetensors(file(CRITIC)?, &url)?,
-        optimizer: from_safetensors(file(OPTIMIZER)?, &url)?,
+        generator: from_safetensors(file(GENERATOR)?, &url, GENERATOR)?,
+        critic: from_safetensors(file(CRITIC)?, &url, CRITIC)?,
+        optimizer: from_safetensors(file(OPTIMIZER)?, &url, OPTIMIZER)?,
         state,
         url,
     })

@@ -1,6 +1,6 @@
-//! The job file. It is defined in `gantry-proto` beside the wire message it converts to, so the
-//! coordinator reads and validates the same file without depending on the trainer.
+//! The job file. It is the `gantry-job` crate, shared with the coordinator, which reads and
+//! validates the same file without depending on the trainer.
 
-pub use gantry_proto::job::{
+pub use gantry_job::{
     DataConfig, DeviceSpec, JobConfig, JobError, ModelConfig, OutputConfig, ScheduleConfig, TrainConfig,
 };

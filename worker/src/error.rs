@@ -6,7 +6,7 @@
 pub enum Error {
     /// The job file or spec is unusable; every problem is listed.
     #[error(transparent)]
-    Job(#[from] gantry_proto::job::JobError),
+    Job(#[from] gantry_job::JobError),
     /// Reading data or writing artifacts failed.
     #[error(transparent)]
     Data(#[from] dataprep::Error),
@@ -21,6 +21,19 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A file of a checkpoint does not decode.
+    #[error("checkpoint {url}: {file}: {source}")]
+    CheckpointFile {
+        /// The checkpoint folder.
+        url: String,
+        /// The file in it.
+        file: String,
+        /// The decoder's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Tensors could not be encoded as safetensors.
+    #[error("encoding tensors as safetensors: {0}")]
+    Encode(#[source] safetensors::SafeTensorError),
     /// A loss became NaN or infinite.
     #[error("{metric} is {value} at step {step}; {last_good}")]
     NonFinite {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use worker::config::JobConfig;
+use worker::config::{DeviceSpec, JobConfig};
 
 /// gantry's training worker.
 #[derive(Debug, Parser)]
@@ -29,7 +29,7 @@ enum Command {
         steps: Option<u64>,
         /// Override train.device (auto, cpu, cuda, cuda:N).
         #[arg(long)]
-        device: Option<String>,
+        device: Option<DeviceSpec>,
         /// Override output.url.
         #[arg(long)]
         output: Option<String>,
@@ -65,7 +65,7 @@ enum Command {
         grid: Option<PathBuf>,
         /// Device (auto, cpu, cuda, cuda:N).
         #[arg(long, default_value = "auto")]
-        device: String,
+        device: DeviceSpec,
     },
     /// Time full training steps (3 critic + 1 generator, book settings) on random data.
     Bench {
@@ -86,7 +86,7 @@ enum Command {
         width: i64,
         /// Device (auto, cpu, cuda, cuda:N).
         #[arg(long, default_value = "auto")]
-        device: String,
+        device: DeviceSpec,
         /// CPU threads for libtorch (0: libtorch's default).
         #[arg(long, default_value_t = 0)]
         threads: i32,
@@ -109,7 +109,7 @@ enum Command {
         advertise: Option<String>,
         /// Device for jobs whose train.device is auto (auto, cpu, cuda, cuda:N).
         #[arg(long, default_value = "auto")]
-        device: String,
+        device: DeviceSpec,
     },
     /// Report what libtorch sees (threads, CUDA devices) and run one small product on the
     /// automatic device, as JSON.
@@ -163,7 +163,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             if let Some(seed) = seed {
                 job.train.seed = seed;
             }
-            let summary = worker::train::train(&job, &worker::train::TrainOptions::from_terminal())?;
+            let runtime = training_runtime()?;
+            let summary = worker::train::train(&job, &worker::train::TrainOptions::from_terminal(), runtime.handle())?;
             if summary.steps == summary.resumed_from {
                 println!(
                     "already at step {} (train.steps); nothing to train; checkpoint {}",
@@ -228,7 +229,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             if threads > 0 {
                 tch::set_num_threads(threads);
             }
-            let device = worker::device::resolve_device(&device)?;
+            let device = worker::device::resolve_device(&device.to_string())?;
             let options = worker::bench::BenchOptions {
                 image_size,
                 batch,
@@ -247,7 +248,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             device,
         } => {
             let token = gantry_proto::auth::Token::from_file_or_env(token_file.as_deref(), "GANTRY_WORKER_TOKEN")?;
-            let device = worker::device::device_name(worker::device::resolve_device(&device)?);
+            let device = match worker::device::resolve_device(&device.to_string())? {
+                tch::Device::Cuda(i) => DeviceSpec::Cuda(i),
+                _ => DeviceSpec::Cpu,
+            };
             let hostname = hostname();
             let options = worker::agent::AgentOptions {
                 coordinator,
@@ -269,6 +273,15 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The runtime of a training process: storage I/O and the data loader's decoding, beside the
+/// thread that runs the steps (two threads: the step itself uses libtorch's own pool).
+fn training_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }
 
 /// This machine's host name.

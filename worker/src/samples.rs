@@ -7,6 +7,7 @@ use dataprep::grid::Grid;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
+use crate::config::DeviceSpec;
 use crate::gan::Gan;
 use crate::{Error, Result};
 
@@ -102,7 +103,7 @@ pub struct GenerateOptions {
     /// Also write the label-swap grid here.
     pub grid: Option<PathBuf>,
     /// Device spec.
-    pub device: String,
+    pub device: DeviceSpec,
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -116,7 +117,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 pub async fn generate(options: &GenerateOptions) -> Result<Generated> {
     let folder = checkpoint::resolve(&options.checkpoint).await?;
     let ckpt = checkpoint::load(&folder).await?;
-    let device = crate::device::resolve_device(&options.device)?;
+    let device = crate::device::resolve_device(&options.device.to_string())?;
     let gan = crate::train::build_gan(
         &ckpt.state.config,
         ckpt.state.channels,

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dataprep::{Dataset, LoaderOptions, Location, Position};
+use gantry_proto::pb;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 use tch::{Device, Kind, Tensor};
+use tokio::runtime::Handle;
 
 use crate::adam::AdamConfig;
 use crate::checkpoint::{self, TrainState};
@@ -48,18 +49,21 @@ pub fn build_gan(config: &JobConfig, channels: i64, classes: i64, device: Device
     Gan::new(spec, device, adam, step, t.seed)
 }
 
-/// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct MetricsLine {
-    /// Generator steps completed.
-    pub step: u64,
-    /// Epoch of the step's batch.
-    pub epoch: u64,
-    /// The step's metrics.
-    #[serde(flatten)]
-    pub metrics: StepMetrics,
-    /// Training throughput since the (re)start.
-    pub images_per_sec: f64,
+/// One line of `metrics.jsonl`, and what the coordinator is told of each step: the wire's
+/// [`pb::StepMetrics`] (`step`, `epoch`, the four losses, `images_per_sec` since the (re)start).
+pub type MetricsLine = pb::StepMetrics;
+
+/// The metrics line of a step: its losses, where it is, and the throughput so far.
+fn metrics_line(step: u64, epoch: u64, losses: &StepMetrics, images_per_sec: f64) -> MetricsLine {
+    MetricsLine {
+        step,
+        epoch,
+        c_loss: losses.c_loss,
+        c_wass_loss: losses.c_wass_loss,
+        c_gp: losses.c_gp,
+        g_loss: losses.g_loss,
+        images_per_sec,
+    }
 }
 
 /// How a job ended.
@@ -168,17 +172,14 @@ pub fn step_seed(seed: u64, step: u64) -> i64 {
 }
 
 /// Runs a job to `train.steps`, resuming from the latest checkpoint in the output if there is one.
-pub fn train(config: &JobConfig, options: &TrainOptions) -> Result<TrainSummary> {
+/// Blocks the calling thread, which must not be one of `runtime`'s: storage I/O and the data
+/// loader run on `runtime`, the step on this thread.
+pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Result<TrainSummary> {
     config.validate()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
     let output = Location::parse(&config.output.url)?;
     let dataset = runtime.block_on(Dataset::open(&config.data.url))?;
     let classes = config.check_dataset(&dataset)?;
-    let device = crate::device::resolve_device(&config.train.device)?;
+    let device = crate::device::resolve_device(&config.train.device.to_string())?;
     if config.train.threads > 0 {
         tch::set_num_threads(config.train.threads);
     }
@@ -218,7 +219,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions) -> Result<TrainSummary>
     runtime.block_on(output.put(CONFIG_FILE, config.to_toml().into_bytes()))?;
 
     let loader = dataset.loader(LoaderOptions {
-        split: Some(config.split()),
+        split: Some(config.data.split),
         batch_size: config.train.batch_size as usize,
         seed: config.train.seed,
         shuffle: true,
@@ -226,7 +227,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions) -> Result<TrainSummary>
         rank: 0,
         world_size: 1,
         prefetch: 4,
-        condition: Some(config.condition()),
+        condition: Some(config.data.condition.clone()),
     })?;
     let mut batches = {
         let _guard = runtime.enter();
@@ -298,12 +299,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions) -> Result<TrainSummary>
         metrics = Some(m);
         let images_per_sec =
             ((step - resumed_from) as f64 * batch.len as f64) / started.elapsed().as_secs_f64().max(1e-9);
-        let line = MetricsLine {
-            step,
-            epoch: batch.epoch,
-            metrics: m,
-            images_per_sec,
-        };
+        let line = metrics_line(step, batch.epoch, &m, images_per_sec);
         lines.push(serde_json::to_string(&line).expect("metrics serialise"));
         observer.step(&line);
         bar.set_position(step);

@@ -12,7 +12,7 @@ fn a_run_writes_config_checkpoints_samples_and_metrics_and_generate_reads_them()
     let data = packed_celeba(dir.path(), 40, 8);
     let out = dir.path().join("out");
     let job = small_job(&data, &out);
-    let summary = train(&job, &TrainOptions::default()).unwrap();
+    let summary = train(&job, &TrainOptions::default(), crate::util::io()).unwrap();
     assert_eq!(summary.steps, 4);
     assert!(summary.metrics.c_gp.is_finite() && summary.metrics.g_loss.is_finite());
 
@@ -74,7 +74,7 @@ fn a_run_writes_config_checkpoints_samples_and_metrics_and_generate_reads_them()
         label: None,
         seed: 1,
         grid: Some(dir.path().join("grid.png")),
-        device: "cpu".into(),
+        device: worker::config::DeviceSpec::Cpu,
     };
     let generated = runtime.block_on(generate(&options)).unwrap();
     assert_eq!(generated.step, 4);

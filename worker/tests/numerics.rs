@@ -88,7 +88,7 @@ fn generator_critic_gradient_penalty_and_adam_match_pytorch() {
         .expect("run the PyTorch reference (deploy/bootstrap.sh installs .venv)");
     assert!(status.success(), "reference script failed");
     let expected: HashMap<String, Tensor> =
-        from_safetensors(&std::fs::read(&output_path).unwrap(), "reference").unwrap();
+        from_safetensors(&std::fs::read(&output_path).unwrap(), "reference", "output").unwrap();
 
     let onehot = one_hot(&labels, 3);
     // Generator in training mode: batch statistics, running statistics updated.

@@ -81,7 +81,7 @@ fn generated_images_obey_the_requested_class() {
     job.train.sample_rows = 8;
     worker::keep_freed_memory();
     let started = std::time::Instant::now();
-    let summary = train(&job, &TrainOptions::default()).unwrap();
+    let summary = train(&job, &TrainOptions::default(), crate::util::io()).unwrap();
     let seconds = started.elapsed().as_secs_f64();
 
     // The classifier: fitted on real training images, checked on real held-out images.

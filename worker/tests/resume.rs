@@ -34,17 +34,17 @@ fn a_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one() {
     let mut job = small_job(&data, &dir.path().join("straight"));
     job.train.steps = 7;
     job.train.checkpoint_every = 3;
-    let straight = train(&job, &TrainOptions::default()).unwrap();
+    let straight = train(&job, &TrainOptions::default(), crate::util::io()).unwrap();
     assert_eq!((straight.steps, straight.resumed_from), (7, 0));
 
     // Same job, stopped after step 3 (its checkpoint), then resumed to 7.
     let mut stopped = small_job(&data, &dir.path().join("resumed"));
     stopped.train.steps = 3;
     stopped.train.checkpoint_every = 3;
-    train(&stopped, &TrainOptions::default()).unwrap();
+    train(&stopped, &TrainOptions::default(), crate::util::io()).unwrap();
     let mut resumed = stopped.clone();
     resumed.train.steps = 7;
-    let summary = train(&resumed, &TrainOptions::default()).unwrap();
+    let summary = train(&resumed, &TrainOptions::default(), crate::util::io()).unwrap();
     assert_eq!((summary.steps, summary.resumed_from), (7, 3));
 
     let (step_a, a, position_a) = final_tensors(&dir.path().join("straight"));
@@ -82,11 +82,11 @@ fn a_torn_checkpoint_is_ignored_in_favour_of_the_previous_one() {
     let out = dir.path().join("out");
     let mut job = small_job(&data, &out);
     job.train.steps = 4;
-    train(&job, &TrainOptions::default()).unwrap();
+    train(&job, &TrainOptions::default(), crate::util::io()).unwrap();
     // Tear the newest checkpoint: its manifest is what commits it.
     std::fs::remove_file(out.join("checkpoints/step-0000004/manifest.json")).unwrap();
     job.train.steps = 5;
-    let summary = train(&job, &TrainOptions::default()).unwrap();
+    let summary = train(&job, &TrainOptions::default(), crate::util::io()).unwrap();
     assert_eq!(summary.resumed_from, 2, "resumed from the last complete checkpoint");
     assert_eq!(summary.steps, 5);
 }

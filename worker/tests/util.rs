@@ -62,6 +62,15 @@ url = "{}"
     JobConfig::from_toml(&text, "test job").unwrap()
 }
 
+/// The runtime the trainer's I/O runs on, shared by the tests (the trainer blocks the test's
+/// own thread, which is not one of the runtime's).
+pub(crate) fn io() -> &'static tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| tokio::runtime::Runtime::new().expect("tokio runtime"))
+        .handle()
+}
+
 /// Path of the repository root.
 pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

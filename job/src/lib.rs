@@ -1,15 +1,22 @@
 //! The job file: what to train on, the model, the optimiser, where results go, and how the job is
 //! scheduled. The same job travels as TOML (`worker train --config`, `coordinator submit`) and as
-//! the [`pb::JobSpec`](crate::pb::JobSpec) message; [`JobConfig::from_spec`] and
-//! `From<JobConfig> for JobSpec` convert between them. Unknown keys are errors; every problem is
-//! reported at once by [`JobConfig::validate`] and, against the dataset, by
-//! [`JobConfig::check_dataset`].
+//! the [`pb::JobSpec`] message; [`JobConfig::from_spec`] and `From<&JobConfig> for JobSpec`
+//! convert between them. Unknown keys are errors; every problem is reported at once by
+//! [`JobConfig::validate`] and, against the dataset, by [`JobConfig::check_dataset`].
+//!
+//! This crate sits between the wire contract (`gantry-proto`, which knows no other crate of
+//! ours) and the data format (`gantry-dataprep`, whose conditions, splits and manifests a job
+//! names and is checked against). The coordinator and the worker both read job files and both
+//! already depend on the data format, so the job file costs neither a compile.
+//!
+//! The condition, the split and the device are parsed once, into typed fields, when a job file
+//! or spec is read.
 
 use std::str::FromStr;
 
+use dataprep::{Condition, Split};
+use gantry_proto::pb;
 use serde::{Deserialize, Serialize};
-
-use crate::pb;
 
 /// A job file or spec that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -21,13 +28,21 @@ pub enum JobError {
         /// One line per problem, naming the key (`train.batch_size is 0, ...`).
         problems: Vec<String>,
     },
-    /// A job file could not be read or parsed.
-    #[error("{path}: {message}")]
-    File {
+    /// A job file could not be read.
+    #[error("{path}: {source}")]
+    Read {
         /// The file.
         path: String,
-        /// What is wrong.
-        message: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A job file is not valid TOML or has keys or values a job does not have.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file (or where the text came from).
+        path: String,
+        /// The parser's error, naming the line and key.
+        source: toml::de::Error,
     },
 }
 
@@ -60,10 +75,10 @@ pub struct DataConfig {
     pub url: String,
     /// `label`, an attribute (`Blond_Hair`), or attributes joined by `,` (one class per combination).
     #[serde(default = "default_condition")]
-    pub condition: String,
+    pub condition: Condition,
     /// Split to train on.
     #[serde(default = "default_split")]
-    pub split: String,
+    pub split: Split,
     /// Rows mixed by the loader's in-memory shuffle.
     #[serde(default = "default_shuffle_window")]
     pub shuffle_window: usize,
@@ -113,7 +128,7 @@ pub struct TrainConfig {
     /// Latent vectors (rows) in each sample grid.
     pub sample_rows: i64,
     /// `auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    pub device: DeviceSpec,
     /// CPU threads for libtorch (0: all cores).
     pub threads: i32,
 }
@@ -140,12 +155,12 @@ pub struct ScheduleConfig {
     pub max_restarts: u32,
 }
 
-fn default_condition() -> String {
-    "Blond_Hair".into()
+fn default_condition() -> Condition {
+    Condition::Attributes(vec!["Blond_Hair".into()])
 }
 
-fn default_split() -> String {
-    "train".into()
+fn default_split() -> Split {
+    Split::Train
 }
 
 fn default_shuffle_window() -> usize {
@@ -178,7 +193,7 @@ impl Default for TrainConfig {
             checkpoint_every: 1000,
             sample_every: 500,
             sample_rows: 8,
-            device: "auto".into(),
+            device: DeviceSpec::Auto,
             threads: 0,
         }
     }
@@ -195,8 +210,10 @@ impl Default for ScheduleConfig {
     }
 }
 
-/// A configured device, before it is looked up on a machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A configured device, before it is looked up on a machine. Written `auto`, `cpu`, `cuda` or
+/// `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum DeviceSpec {
     /// CUDA when available, else the CPU.
     Auto,
@@ -222,20 +239,44 @@ impl FromStr for DeviceSpec {
     }
 }
 
+impl TryFrom<String> for DeviceSpec {
+    type Error = String;
+
+    fn try_from(spec: String) -> Result<Self, String> {
+        spec.parse()
+    }
+}
+
+impl From<DeviceSpec> for String {
+    fn from(device: DeviceSpec) -> String {
+        device.to_string()
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
 impl JobConfig {
     /// Parses a TOML job file's text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| JobError::File {
+        toml::from_str(text).map_err(|source| JobError::Parse {
             path: origin.to_string(),
-            message: e.to_string(),
+            source,
         })
     }
 
     /// Reads a TOML job file.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| JobError::File {
+        let text = std::fs::read_to_string(path).map_err(|source| JobError::Read {
             path: path.display().to_string(),
-            message: e.to_string(),
+            source,
         })?;
         Self::from_toml(&text, &path.display().to_string())
     }
@@ -250,12 +291,6 @@ impl JobConfig {
         let mut p = Vec::new();
         if self.data.url.trim().is_empty() {
             p.push("data.url is empty".to_string());
-        }
-        if let Err(e) = self.data.condition.parse::<dataprep::Condition>() {
-            p.push(format!("data.condition: {e}"));
-        }
-        if let Err(e) = self.data.split.parse::<dataprep::Split>() {
-            p.push(format!("data.split: {e}"));
         }
         if self.data.shuffle_window < 1 {
             p.push("data.shuffle_window is 0, expected at least 1".to_string());
@@ -312,9 +347,6 @@ impl JobConfig {
                 t.threads
             ));
         }
-        if let Err(e) = t.device.parse::<DeviceSpec>() {
-            p.push(format!("train.device: {e}"));
-        }
         if self.output.url.trim().is_empty() {
             p.push("output.url is empty".to_string());
         }
@@ -350,28 +382,19 @@ impl JobConfig {
                 image.width
             ));
         }
-        // A condition or split that does not parse was reported by `validate`.
-        let classes = match self
-            .data
-            .condition
-            .parse::<dataprep::Condition>()
-            .map(|c| c.resolve(manifest))
-        {
-            Ok(Ok(classes)) => Some(classes),
-            Ok(Err(e)) => {
+        let classes = match self.data.condition.resolve(manifest) {
+            Ok(classes) => Some(classes),
+            Err(e) => {
                 problems.push(format!("data.condition: {e}"));
                 None
             }
-            Err(_) => None,
         };
-        if let Ok(split) = self.data.split.parse::<dataprep::Split>() {
-            let rows = manifest.split_rows(split);
-            if (rows as i64) < self.train.batch_size {
-                problems.push(format!(
-                    "train.batch_size is {} but split {} of the dataset has {rows} rows",
-                    self.train.batch_size, self.data.split
-                ));
-            }
+        let rows = manifest.split_rows(self.data.split);
+        if (rows as i64) < self.train.batch_size {
+            problems.push(format!(
+                "train.batch_size is {} but split {} of the dataset has {rows} rows",
+                self.train.batch_size, self.data.split
+            ));
         }
         match classes {
             Some(classes) if problems.is_empty() => Ok(classes),
@@ -379,19 +402,26 @@ impl JobConfig {
         }
     }
 
-    /// The parsed condition (call after [`JobConfig::validate`]).
-    pub fn condition(&self) -> dataprep::Condition {
-        self.data.condition.parse().expect("validated condition")
+    /// The job a spec describes, checked: unset fields take the job file's defaults, and every
+    /// problem (a value that does not parse, and all that [`JobConfig::validate`] finds) is
+    /// listed at once.
+    pub fn from_spec(spec: &pb::JobSpec) -> Result<Self> {
+        let (config, mut problems) = Self::parse_spec(spec);
+        if let Err(JobError::Invalid { problems: more }) = config.validate() {
+            problems.extend(more);
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(JobError::Invalid { problems })
+        }
     }
 
-    /// The parsed split (call after [`JobConfig::validate`]).
-    pub fn split(&self) -> dataprep::Split {
-        self.data.split.parse().expect("validated split")
-    }
-
-    /// The job a spec describes: unset fields take the job file's defaults. Call
-    /// [`JobConfig::validate`] on the result.
-    pub fn from_spec(spec: &pb::JobSpec) -> Self {
+    /// The job a spec describes, unchecked, with the problems of the values that do not parse
+    /// (those fields keep their defaults). Unset fields take the job file's defaults.
+    /// [`JobConfig::from_spec`] is this plus [`JobConfig::validate`].
+    pub fn parse_spec(spec: &pb::JobSpec) -> (Self, Vec<String>) {
+        let mut problems = Vec::new();
         let d = DataConfig {
             url: String::new(),
             condition: default_condition(),
@@ -401,8 +431,8 @@ impl JobConfig {
         let data = match &spec.data {
             Some(s) => DataConfig {
                 url: s.url.clone(),
-                condition: s.condition.clone().unwrap_or(d.condition),
-                split: s.split.clone().unwrap_or(d.split),
+                condition: parse_or(&mut problems, "data.condition", s.condition.as_deref(), d.condition),
+                split: parse_or(&mut problems, "data.split", s.split.as_deref(), d.split),
                 shuffle_window: s
                     .shuffle_window
                     .map_or(d.shuffle_window, |w| usize::try_from(w).unwrap_or(usize::MAX)),
@@ -434,7 +464,7 @@ impl JobConfig {
                 checkpoint_every: s.checkpoint_every.unwrap_or(t.checkpoint_every),
                 sample_every: s.sample_every.unwrap_or(t.sample_every),
                 sample_rows: s.sample_rows.unwrap_or(t.sample_rows),
-                device: s.device.clone().unwrap_or(t.device),
+                device: parse_or(&mut problems, "train.device", s.device.as_deref(), t.device),
                 threads: s.threads.unwrap_or(t.threads),
             },
             None => t,
@@ -452,12 +482,28 @@ impl JobConfig {
         let output = OutputConfig {
             url: spec.output.as_ref().map(|o| o.url.clone()).unwrap_or_default(),
         };
-        Self {
+        let config = Self {
             data,
             model,
             train,
             output,
             job,
+        };
+        (config, problems)
+    }
+}
+
+/// `value` parsed, or `default` when it is unset or does not parse (then a problem naming `key`).
+fn parse_or<T: FromStr>(problems: &mut Vec<String>, key: &str, value: Option<&str>, default: T) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    match value.map(str::parse) {
+        None => default,
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            problems.push(format!("{key}: {e}"));
+            default
         }
     }
 }
@@ -468,8 +514,8 @@ impl From<&JobConfig> for pb::JobSpec {
         pb::JobSpec {
             data: Some(pb::DataSpec {
                 url: d.url.clone(),
-                condition: Some(d.condition.clone()),
-                split: Some(d.split.clone()),
+                condition: Some(d.condition.to_string()),
+                split: Some(d.split.to_string()),
                 shuffle_window: Some(d.shuffle_window as u64),
             }),
             model: Some(pb::ModelSpec {
@@ -491,7 +537,7 @@ impl From<&JobConfig> for pb::JobSpec {
                 checkpoint_every: Some(t.checkpoint_every),
                 sample_every: Some(t.sample_every),
                 sample_rows: Some(t.sample_rows),
-                device: Some(t.device.clone()),
+                device: Some(t.device.to_string()),
                 threads: Some(t.threads),
             }),
             output: Some(pb::OutputSpec {
@@ -523,7 +569,8 @@ mod tests {
             (128, 3, 10.0)
         );
         assert_eq!((c.train.lr, c.train.beta1, c.train.beta2), (5e-5, 0.5, 0.9));
-        assert_eq!(c.data.condition, "Blond_Hair");
+        assert_eq!(c.data.condition.to_string(), "Blond_Hair");
+        assert_eq!((c.data.split, c.train.device), (Split::Train, DeviceSpec::Auto));
         assert_eq!((c.job.workers, c.job.max_restarts), (1, 2));
         let again = JobConfig::from_toml(&c.to_toml(), "resolved").unwrap();
         assert_eq!(again, c);
@@ -538,9 +585,8 @@ mod tests {
 
     #[test]
     fn every_problem_is_listed() {
-        let text = format!(
-            "{MINIMAL}[model]\nimage_size = 48\n[train]\nbatch_size = 0\nlr = -1.0\ndevice = \"tpu\"\n[job]\nworkers = 0\n"
-        );
+        let text =
+            format!("{MINIMAL}[model]\nimage_size = 48\n[train]\nbatch_size = 0\nlr = -1.0\n[job]\nworkers = 0\n");
         let message = JobConfig::from_toml(&text, "job.toml")
             .unwrap()
             .validate()
@@ -550,7 +596,6 @@ mod tests {
             "model.image_size is 48",
             "train.batch_size is 0",
             "train.lr is -1",
-            "train.device",
             "job.workers is 0",
         ] {
             assert!(message.contains(needle), "{needle} missing from {message}");
@@ -578,7 +623,7 @@ mod tests {
         );
         let config = JobConfig::from_toml(&text, "job.toml").unwrap();
         let spec = pb::JobSpec::from(&config);
-        assert_eq!(JobConfig::from_spec(&spec), config);
+        assert_eq!(JobConfig::from_spec(&spec).unwrap(), config);
     }
 
     #[test]
@@ -594,12 +639,72 @@ mod tests {
             ..Default::default()
         };
         let from_toml = JobConfig::from_toml(MINIMAL, "job.toml").unwrap();
-        assert_eq!(JobConfig::from_spec(&spec), from_toml);
-        let empty = JobConfig::from_spec(&pb::JobSpec::default()).validate().unwrap_err();
+        assert_eq!(JobConfig::from_spec(&spec).unwrap(), from_toml);
+        let empty = JobConfig::from_spec(&pb::JobSpec::default()).unwrap_err();
         let message = empty.to_string();
         assert!(
             message.contains("data.url is empty") && message.contains("output.url is empty"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_value_that_does_not_parse_names_its_key_and_line() {
+        let text = format!("{MINIMAL}[train]\ndevice = \"tpu\"\n");
+        let err = JobConfig::from_toml(&text, "job.toml").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("job.toml") && message.contains("line 6") && message.contains("\"tpu\" is not auto"),
+            "{message}"
+        );
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the parser's error is kept as the source"
+        );
+        let text = "[data]\nurl = \"memory://d\"\nsplit = \"holdout\"\n[output]\nurl = \"memory://o\"\n";
+        let message = JobConfig::from_toml(text, "job.toml").unwrap_err().to_string();
+        assert!(message.contains("line 3") && message.contains("holdout"), "{message}");
+    }
+
+    #[test]
+    fn spec_values_that_do_not_parse_are_listed_with_the_rest() {
+        let spec = pb::JobSpec {
+            data: Some(pb::DataSpec {
+                url: "memory://d".into(),
+                condition: Some(" , ".into()),
+                split: Some("holdout".into()),
+                ..Default::default()
+            }),
+            train: Some(pb::TrainSpec {
+                device: Some("cuda:x".into()),
+                batch_size: Some(0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let message = JobConfig::from_spec(&spec).unwrap_err().to_string();
+        for needle in [
+            "data.condition: ",
+            "data.split: ",
+            "holdout",
+            "train.device: \"cuda:x\" is not auto, cpu, cuda or cuda:N",
+            "train.batch_size is 0",
+            "output.url is empty",
+        ] {
+            assert!(message.contains(needle), "{needle} missing from {message}");
+        }
+    }
+
+    #[test]
+    fn devices_read_and_write_the_same() {
+        for (text, device) in [
+            ("auto", DeviceSpec::Auto),
+            ("cpu", DeviceSpec::Cpu),
+            ("cuda:3", DeviceSpec::Cuda(3)),
+        ] {
+            assert_eq!(text.parse::<DeviceSpec>().unwrap(), device);
+            assert_eq!(device.to_string(), text);
+        }
+        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
     }
 }
