@@ -5,4 +5,5 @@ mod util;
 mod cluster;
 mod dataprep_cli;
 mod jobs;
+mod layout;
 mod worker_cli;
