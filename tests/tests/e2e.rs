@@ -5,4 +5,5 @@ mod util;
 mod cluster;
 mod dataprep_cli;
 mod jobs;
+mod linkage;
 mod worker_cli;

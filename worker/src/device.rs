@@ -99,9 +99,20 @@ pub fn auto_device() -> AutoChoice {
 /// (`dl_iterate_phdr`, the list `/proc/self/maps` and `ldd` show) holds it by path. The worker
 /// binaries link it as a direct dependency (see `build.rs`), so it is loaded before `main`.
 pub fn cuda_backend_library() -> Option<PathBuf> {
+    loaded_library(CUDA_BACKEND_LIBRARY)
+}
+
+/// Path of libtorch's main library (`libtorch_cpu.so`) as this process loaded it: which libtorch
+/// a shipped binary found on a node.
+pub fn libtorch_library() -> Option<PathBuf> {
+    loaded_library("libtorch_cpu.so")
+}
+
+/// Path of the loaded shared object with this file name.
+fn loaded_library(file_name: &str) -> Option<PathBuf> {
     loaded_objects()
         .into_iter()
-        .find(|path| path.file_name().is_some_and(|name| name == CUDA_BACKEND_LIBRARY))
+        .find(|path| path.file_name().is_some_and(|name| name == file_name))
 }
 
 /// Paths of the shared objects loaded in this process, as the dynamic loader opened them.
@@ -158,6 +169,8 @@ pub fn device_name(device: Device) -> String {
 /// The compute available to a worker.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceReport {
+    /// Where libtorch (`libtorch_cpu.so`) was loaded from.
+    pub libtorch_library: Option<String>,
     /// Whether libtorch's CUDA backend (`libtorch_cuda.so`) is loaded in the process, whether or
     /// not a device is present.
     pub cuda_backend_loaded: bool,
@@ -186,6 +199,7 @@ pub fn probe() -> DeviceReport {
     let a = tch::Tensor::ones([64, 64], (tch::Kind::Float, choice.device));
     let matmul_check = a.matmul(&a).sum(tch::Kind::Double).double_value(&[]);
     DeviceReport {
+        libtorch_library: libtorch_library().map(|path| path.display().to_string()),
         cuda_backend_loaded: backend.is_some(),
         cuda_backend_library: backend.map(|path| path.display().to_string()),
         cuda_available: tch::Cuda::is_available(),
@@ -206,7 +220,7 @@ mod tests {
 
     /// The libtorch folder this crate was linked against (from `build.rs`).
     fn libtorch_lib() -> &'static Path {
-        Path::new(option_env!("GANTRY_LIBTORCH_LIB").expect("build.rs sets GANTRY_LIBTORCH_LIB"))
+        Path::new(env!("GANTRY_LIBTORCH_LIB"))
     }
 
     /// This test binary links libtorch like the `worker` binary: with the backend when the
@@ -258,13 +272,11 @@ mod tests {
     }
 
     #[test]
-    fn loaded_objects_include_libtorch() {
-        let objects = loaded_objects();
-        assert!(
-            objects
-                .iter()
-                .any(|path| path.file_name().is_some_and(|name| name == "libtorch_cpu.so")),
-            "{objects:?}"
+    fn libtorch_is_loaded_from_the_folder_it_was_linked_against() {
+        let loaded = libtorch_library().unwrap_or_else(|| panic!("{:?}", loaded_objects()));
+        assert_eq!(
+            std::fs::canonicalize(loaded).unwrap(),
+            std::fs::canonicalize(libtorch_lib().join("libtorch_cpu.so")).unwrap()
         );
     }
 }
