@@ -2,13 +2,52 @@
 # Sets up everything gantry needs on a fresh machine with cargo and python3, then builds the
 # release binaries. Idempotent: a second run only rebuilds what changed.
 #   .venv/            torch==2.11.0 (libtorch for tch) and the Python test helpers
-#   target/release/   dataprep, worker (binaries find libtorch through their rpath)
+#   target/release/   dataprep, worker, coordinator (binaries find libtorch through their rpath;
+#                     deploy/dist.sh packs the worker for machines without this checkout)
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$GANTRY_ROOT"
 
-command -v cargo >/dev/null || { echo "bootstrap: cargo not found (install Rust from rustup.rs)" >&2; exit 1; }
-command -v python3 >/dev/null || { echo "bootstrap: python3 not found" >&2; exit 1; }
+# Toolchain: every problem is listed with its fix before anything is installed or built.
+#   cargo    at least the workspace's rust-version (root Cargo.toml), with rustfmt and clippy
+#            (tests/run.sh checks formatting and lints).
+#   python3  what the pinned wheels of deploy/requirements.txt accept: numpy 2.4.6 needs >= 3.11
+#            (torch 2.11.0 and the others >= 3.10), and triton 3.6.0, which torch 2.11.0 pins on
+#            Linux, needs < 3.15. With .venv on PATH (env.sh) this checks the venv's python.
+python_min=3.11 python_below=3.15
+problems=()
+version_at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }
+rust_min=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' Cargo.toml | head -n 1)
+if ! command -v cargo >/dev/null; then
+  problems+=("cargo not found: install Rust $rust_min or later (https://rustup.rs)")
+else
+  cargo_version=$(cargo --version | cut -d' ' -f2)
+  if ! version_at_least "$cargo_version" "$rust_min"; then
+    problems+=("cargo $cargo_version is older than the workspace's rust-version $rust_min: rustup update stable (or install Rust $rust_min+)")
+  fi
+  cargo fmt --version >/dev/null 2>&1 ||
+    problems+=("cargo fmt is missing: rustup component add rustfmt (or your distribution's rustfmt package)")
+  cargo clippy --version >/dev/null 2>&1 ||
+    problems+=("cargo clippy is missing: rustup component add clippy (or your distribution's rust-clippy package)")
+fi
+if ! command -v python3 >/dev/null; then
+  problems+=("python3 not found: install Python >= $python_min and < $python_below (Debian/Ubuntu: apt-get install python3 python3-venv)")
+else
+  python_version=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  python_where=$(command -v python3)
+  if ! version_at_least "$python_version" "$python_min" || version_at_least "$python_version" "$python_below"; then
+    fix="put a Python >= $python_min and < $python_below first on PATH"
+    [[ $python_where != "$GANTRY_ROOT/.venv/"* ]] || fix="remove .venv and rerun with a Python >= $python_min and < $python_below as python3"
+    problems+=("$python_where is Python $python_version; the pinned wheels need >= $python_min and < $python_below: $fix")
+  elif [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    problems+=("$python_where cannot create a virtual environment: apt-get install python3-venv (Debian/Ubuntu)")
+  fi
+fi
+if [ ${#problems[@]} -gt 0 ]; then
+  printf 'bootstrap: %s\n' "${problems[@]}" >&2
+  exit 1
+fi
 
 if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by gantry's scripts: the environment every build and run uses.
 # libtorch comes from the torch wheel in .venv (LIBTORCH_USE_PYTORCH makes torch-sys ask it).
 GANTRY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -6,4 +6,5 @@ mod cluster;
 mod dataprep_cli;
 mod jobs;
 mod layout;
+mod linkage;
 mod worker_cli;

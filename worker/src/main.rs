@@ -111,8 +111,8 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: DeviceSpec,
     },
-    /// Report what libtorch sees (threads, CUDA devices) and run one small product on the
-    /// automatic device, as JSON.
+    /// Report what libtorch sees (whether its CUDA backend is loaded, CUDA devices, threads) and
+    /// run one small product on the automatic device, as JSON.
     Device {
         /// Fail when no CUDA device is usable (for GPU node checks).
         #[arg(long)]
@@ -267,8 +267,17 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Device { require_cuda } => {
             let report = worker::device::probe();
             println!("{}", serde_json::to_string_pretty(&report)?);
+            if require_cuda && !report.cuda_backend_loaded {
+                anyhow::bail!(
+                    "libtorch's CUDA backend (libtorch_cuda.so) is not loaded: this worker was built \
+                     against a CPU-only libtorch"
+                );
+            }
             if require_cuda && !report.cuda_available {
-                anyhow::bail!("no CUDA device is usable by libtorch on this machine");
+                anyhow::bail!(
+                    "libtorch's CUDA backend is loaded but sees no CUDA device on this machine \
+                     (driver, CUDA_VISIBLE_DEVICES)"
+                );
             }
         }
     }
