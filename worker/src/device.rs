@@ -12,24 +12,15 @@ use crate::{Error, Result};
 /// File name of libtorch's CUDA backend library.
 const CUDA_BACKEND_LIBRARY: &str = "libtorch_cuda.so";
 
-/// Parses `auto`, `cpu`, `cuda` or `cuda:N` (without checking availability).
-pub fn parse_device(spec: &str) -> std::result::Result<Option<Device>, String> {
-    Ok(match spec.parse::<DeviceSpec>()? {
-        DeviceSpec::Auto => None,
-        DeviceSpec::Cpu => Some(Device::Cpu),
-        DeviceSpec::Cuda(i) => Some(Device::Cuda(i)),
-    })
-}
-
-/// Resolves a device spec on this machine: `auto` picks `cuda:0` when a CUDA device is visible
-/// (and logs which device it chose and why); an unavailable CUDA device is an error.
-pub fn resolve_device(spec: &str) -> Result<Device> {
+/// Resolves a configured device on this machine: `auto` picks `cuda:0` when a CUDA device is
+/// visible (and logs which device it chose and why); an unavailable CUDA device is an error.
+pub fn resolve(spec: DeviceSpec) -> Result<Device> {
     let bad = |message: String| Error::Device {
         device: spec.to_string(),
         message,
     };
-    match parse_device(spec).map_err(bad)? {
-        None => {
+    match spec {
+        DeviceSpec::Auto => {
             let choice = auto_device();
             tracing::info!(
                 device = %device_name(choice.device),
@@ -38,7 +29,7 @@ pub fn resolve_device(spec: &str) -> Result<Device> {
             );
             Ok(choice.device)
         }
-        Some(Device::Cuda(i)) => {
+        DeviceSpec::Cuda(i) => {
             let count = tch::Cuda::device_count();
             if (i as i64) < count {
                 Ok(Device::Cuda(i))
@@ -52,7 +43,15 @@ pub fn resolve_device(spec: &str) -> Result<Device> {
                 )))
             }
         }
-        Some(device) => Ok(device),
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+    }
+}
+
+/// The configured form of a device that [`resolve`] returned (`cpu` or `cuda:N`).
+pub fn spec_of(device: Device) -> DeviceSpec {
+    match device {
+        Device::Cuda(i) => DeviceSpec::Cuda(i),
+        _ => DeviceSpec::Cpu,
     }
 }
 
@@ -160,10 +159,7 @@ fn loaded_objects() -> Vec<PathBuf> {
 
 /// Lowercase name of a device (`cpu`, `cuda:0`).
 pub fn device_name(device: Device) -> String {
-    match device {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        _ => "cpu".to_string(),
-    }
+    spec_of(device).to_string()
 }
 
 /// The compute available to a worker.
@@ -268,7 +264,7 @@ mod tests {
             }
         }
         assert_eq!(choice.device, Device::cuda_if_available());
-        assert_eq!(resolve_device("auto").unwrap(), choice.device);
+        assert_eq!(resolve(DeviceSpec::Auto).unwrap(), choice.device);
     }
 
     #[test]

@@ -229,7 +229,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             if threads > 0 {
                 tch::set_num_threads(threads);
             }
-            let device = worker::device::resolve_device(&device.to_string())?;
+            let device = worker::device::resolve(device)?;
             let options = worker::bench::BenchOptions {
                 image_size,
                 batch,
@@ -248,10 +248,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             device,
         } => {
             let token = gantry_proto::auth::Token::from_file_or_env(token_file.as_deref(), "GANTRY_WORKER_TOKEN")?;
-            let device = match worker::device::resolve_device(&device.to_string())? {
-                tch::Device::Cuda(i) => DeviceSpec::Cuda(i),
-                _ => DeviceSpec::Cpu,
-            };
+            let device = worker::device::spec_of(worker::device::resolve(device)?);
             let hostname = hostname();
             let options = worker::agent::AgentOptions {
                 coordinator,

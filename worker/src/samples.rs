@@ -117,7 +117,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 pub async fn generate(options: &GenerateOptions) -> Result<Generated> {
     let folder = checkpoint::resolve(&options.checkpoint).await?;
     let ckpt = checkpoint::load(&folder).await?;
-    let device = crate::device::resolve_device(&options.device.to_string())?;
+    let device = crate::device::resolve(options.device)?;
     let gan = crate::train::build_gan(
         &ckpt.state.config,
         ckpt.state.channels,

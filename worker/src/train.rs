@@ -179,7 +179,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
     let output = Location::parse(&config.output.url)?;
     let dataset = runtime.block_on(Dataset::open(&config.data.url))?;
     let classes = config.check_dataset(&dataset)?;
-    let device = crate::device::resolve_device(&config.train.device.to_string())?;
+    let device = crate::device::resolve(config.train.device)?;
     if config.train.threads > 0 {
         tch::set_num_threads(config.train.threads);
     }
