@@ -1,13 +1,16 @@
 //! gantry's data format.
 //!
 //! - [`celeba`], [`fashion_mnist`], [`folder`]: scanners that turn an input folder into a
-//!   [`source::Source`] (samples with labels); [`synth`] writes a synthetic CelebA folder.
+//!   [`source::Source`] (samples with labels); `synth` (feature `synth`, on by default) writes a
+//!   synthetic CelebA folder.
 //! - [`imaging`]: decode, crop, resize, pad; [`pack`] runs them on all cores and writes Parquet
 //!   shards ([`schema`]) and the [`manifest`] to a [`storage::Location`].
 //! - [`reader`]: streams batches back with deterministic shuffling, rank partitioning and exact
 //!   resume; [`condition`] turns label or attribute columns into classes.
-//! - [`inspect`] and [`grid`]: summaries and labelled preview grids; [`bench`]: throughput figures.
+//! - [`inspect`] and [`grid`]: summaries and labelled preview grids; `bench` (feature `synth`):
+//!   throughput figures.
 
+#[cfg(feature = "synth")]
 pub mod bench;
 pub mod celeba;
 pub mod condition;
@@ -24,6 +27,7 @@ pub mod reader;
 pub mod schema;
 pub mod source;
 pub mod storage;
+#[cfg(feature = "synth")]
 pub mod synth;
 
 pub use condition::{Classes, Condition};
