@@ -14,7 +14,7 @@
 //!   hairline, beard...).
 //! - `geometry`: where the parts of a face are, for a given pose.
 //! - `render`: rasterises a face onto a 178x218 canvas.
-//! - `annotations`: the split sizes and the annotation files.
+//! - `annotations`: the split sizes and the annotation files, committed after every image.
 
 mod annotations;
 mod face;
@@ -72,6 +72,12 @@ const JPEG_QUALITY: u8 = 90;
 /// order like real CelebA: the first 162770/202599 train, the next 19867/202599 valid, the rest
 /// test (rounded; with 3 or more images every split has at least one).
 ///
+/// Commit protocol: the dialect's annotation files left by an earlier run are removed first,
+/// every image is written, then the partition file and last the attribute file, each under a
+/// temporary name renamed into place. A run that fails or is interrupted therefore leaves no
+/// attribute file, so the folder is not taken for a CelebA folder, and an attribute file only
+/// ever lists images that exist.
+///
 /// Blond balance: the images are taken in blocks of five consecutive indices (0-based 0..5,
 /// 5..10, ...) and exactly one image of each block is blond: the first image of the first block,
 /// and a position drawn from `(seed, block)` in every other block. So 20% of the images are blond
@@ -84,7 +90,8 @@ pub fn synth_celeba(output: &Path, options: &SynthOptions) -> Result<SynthSummar
     };
     fs::create_dir_all(&images).map_err(|e| Error::io(&images, e))?;
     let (train, valid, test) = split_sizes(count);
-    let mut notes = Annotations::create(output, options.dialect, count)?;
+    Annotations::uncommit(output, options.dialect)?;
+    let mut notes = Annotations::new(options.dialect, count);
     let mut blond = 0;
     let mut start = 0;
     while start < count {
@@ -102,11 +109,11 @@ pub fn synth_celeba(output: &Path, options: &SynthOptions) -> Result<SynthSummar
                 2
             };
             blond += usize::from(attrs[attr!("Blond_Hair")]);
-            notes.row(&image_name(index), attrs, partition)?;
+            notes.row(&image_name(index), attrs, partition);
         }
         start = end;
     }
-    notes.finish()?;
+    notes.commit(output)?;
     Ok(SynthSummary {
         images: count,
         train,
@@ -265,6 +272,40 @@ mod tests {
         assert_eq!(
             (count(" 0"), count(" 1"), count(" 2")),
             (summary.train, summary.valid, summary.test)
+        );
+    }
+
+    #[test]
+    fn a_failed_run_leaves_no_annotation_files_and_a_rerun_lists_only_images_present() {
+        let dir = tempfile::tempdir().unwrap();
+        synth(dir.path(), 12, 7, Dialect::Official); // a complete earlier run
+        let images = dir.path().join("img_align_celeba");
+        // Image 17 cannot be written (a folder has its name): the next run stops midway.
+        fs::create_dir(images.join("000017.jpg")).unwrap();
+        let options = SynthOptions {
+            count: 20,
+            seed: 7,
+            dialect: Dialect::Official,
+        };
+        let error = synth_celeba(dir.path(), &options).unwrap_err().to_string();
+        assert!(error.contains("000017.jpg"), "{error}");
+        for name in ["list_attr_celeba.txt", "list_eval_partition.txt"] {
+            assert!(!dir.path().join(name).exists(), "{name} outlived a failed run");
+        }
+        assert!(crate::celeba::scan(dir.path()).is_err(), "not a CelebA folder any more");
+
+        fs::remove_dir(images.join("000017.jpg")).unwrap();
+        synth_celeba(dir.path(), &options).unwrap();
+        let source = crate::celeba::scan(dir.path()).unwrap();
+        assert_eq!(source.samples.len(), 20);
+        assert!(source.skipped.is_empty(), "{:?}", source.skipped);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.to_string_lossy().ends_with(".partial")),
+            "{names:?}"
         );
     }
 
