@@ -6,7 +6,8 @@
 //! - [`imaging`]: decode, crop, resize, pad; [`pack`] runs them on all cores and writes Parquet
 //!   shards ([`schema`]) and the [`manifest`] to a [`storage::Location`].
 //! - [`reader`]: streams batches back with deterministic shuffling, rank partitioning and exact
-//!   resume; [`condition`] turns label or attribute columns into classes.
+//!   resume; [`condition`] turns label or attribute columns into classes; [`seed`] derives the
+//!   seed of every random stream.
 //! - [`inspect`] and [`grid`]: summaries and labelled preview grids; `bench` (feature `synth`):
 //!   throughput figures.
 
@@ -25,6 +26,7 @@ pub mod manifest;
 pub mod pack;
 pub mod reader;
 pub mod schema;
+pub mod seed;
 pub mod source;
 pub mod storage;
 #[cfg(feature = "synth")]

@@ -6,6 +6,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::geometry::{FACE_X, FACE_Y, Hairline, MAX_SCALE, MAX_SHIFT_X, MAX_SHIFT_Y, MIN_SCALE, Pose};
 use crate::celeba::ATTRIBUTES;
+use crate::seed::mix;
 
 /// Index of attribute `name` in [`ATTRIBUTES`]; fails to compile (in a const context) if absent.
 pub(super) const fn attr_index(name: &str) -> usize {
@@ -94,16 +95,9 @@ pub(super) fn is_blond(seed: u64, index: usize) -> bool {
     let position = if block == 0 {
         0
     } else {
-        (splitmix64(seed ^ splitmix64(block as u64)) % BLOND_BLOCK as u64) as usize
+        (mix(&[seed, block as u64]) % BLOND_BLOCK as u64) as usize
     };
     index % BLOND_BLOCK == position
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Picks from `(weight, item)` pairs.
