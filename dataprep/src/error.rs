@@ -1,5 +1,6 @@
 //! The one error type of the data path.
 
+use std::any::Any;
 use std::path::PathBuf;
 
 /// Everything that can go wrong while packing, reading or inspecting a dataset.
@@ -100,6 +101,14 @@ pub enum Error {
     /// The work was interrupted (Ctrl-C); nothing that looks complete was left behind.
     #[error("interrupted")]
     Interrupted,
+    /// A background task panicked: a bug, or input that reached an unchecked assumption.
+    #[error("{task} panicked: {message}")]
+    Panicked {
+        /// Which task, e.g. "the data loader's decoding task".
+        task: &'static str,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// Result with the data path's [`Error`].
@@ -121,5 +130,53 @@ impl Error {
             line,
             message: message.into(),
         }
+    }
+
+    /// The error of `task`, which panicked with `payload` (as `catch_unwind` or a `JoinError`
+    /// gives it back); the message is kept when the payload is a string, as `panic!` makes it.
+    pub(crate) fn panicked(task: &'static str, payload: Box<dyn Any + Send>) -> Self {
+        let message = match payload.downcast::<String>() {
+            Ok(message) => *message,
+            Err(payload) => match payload.downcast::<&'static str>() {
+                Ok(message) => (*message).to_string(),
+                Err(_) => "a panic without a message".to_string(),
+            },
+        };
+        Error::Panicked { task, message }
+    }
+
+    /// The error of a spawned `task` that did not finish: [`Error::Panicked`] with its panic, or
+    /// [`Error::Interrupted`] when the runtime cancelled it (it is shutting down).
+    pub(crate) fn joined(task: &'static str, error: tokio::task::JoinError) -> Self {
+        match error.try_into_panic() {
+            Ok(payload) => Self::panicked(task, payload),
+            Err(_) => Error::Interrupted,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[tokio::test]
+    async fn a_panicking_task_becomes_an_error_with_its_message() {
+        let task = "the test task";
+        let formatted = tokio::task::spawn_blocking(|| -> u32 { panic!("row {} is corrupt", 7) })
+            .await
+            .unwrap_err();
+        let error = Error::joined(task, formatted);
+        assert!(matches!(&error, Error::Panicked { message, .. } if message == "row 7 is corrupt"));
+        assert_eq!(error.to_string(), "the test task panicked: row 7 is corrupt");
+        let literal = tokio::spawn(async { panic!("a literal") }).await.unwrap_err();
+        assert_eq!(
+            Error::joined(task, literal).to_string(),
+            "the test task panicked: a literal"
+        );
+        let opaque = std::panic::catch_unwind(|| std::panic::panic_any(42)).unwrap_err();
+        assert_eq!(
+            Error::panicked(task, opaque).to_string(),
+            "the test task panicked: a panic without a message"
+        );
     }
 }

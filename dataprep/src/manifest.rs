@@ -208,6 +208,21 @@ impl Manifest {
                 manifest.version
             )));
         }
+        let ImageInfo {
+            height,
+            width,
+            channels,
+            ..
+        } = manifest.image;
+        let fits = height
+            .checked_mul(width)
+            .and_then(|p| p.checked_mul(channels))
+            .is_some();
+        if height == 0 || width == 0 || !matches!(channels, 1 | 3) || !fits {
+            return Err(bad(format!(
+                "image shape {height}x{width}x{channels} is impossible (height and width from 1, 1 or 3 channels, under 4 GiB)"
+            )));
+        }
         let shard_rows: u64 = manifest.shards.iter().map(|s| s.rows).sum();
         if shard_rows != manifest.rows {
             return Err(bad(format!(

@@ -131,7 +131,7 @@ pub async fn pack(source: Source, recipe: Recipe, output: &Location, options: &P
         })
         .buffered(4);
     while let Some(result) = decoded.next().await {
-        let rows = result.expect("decoder task panicked");
+        let rows = result.map_err(|e| Error::joined("a pack decoding task", e))?;
         for (sample, pixels) in rows {
             progress.inc(1);
             match pixels {

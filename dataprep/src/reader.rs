@@ -12,7 +12,8 @@
 //! one is consumed, and decoded batches wait in a bounded queue.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arrow_array::{Array, BinaryArray, BooleanArray, FixedSizeBinaryArray, Int32Array, RecordBatch, StringArray};
 use std::ops::Range;
@@ -39,6 +40,9 @@ use crate::schema;
 pub use crate::seed::mix;
 use crate::storage::Location;
 use crate::{Error, Result};
+
+/// The task named by errors when the loader's background work panics.
+const LOADER_TASK: &str = "the data loader's decoding task";
 
 /// A packed dataset, opened: its manifest is read and checked.
 #[derive(Debug, Clone)]
@@ -91,7 +95,7 @@ impl Dataset {
     }
 
     async fn shard_metadata(&self, shard: usize) -> Result<ArrowReaderMetadata> {
-        if let Some(meta) = self.inner.metadata.lock().expect("metadata lock").get(&shard) {
+        if let Some(meta) = self.metadata_cache().get(&shard) {
             return Ok(meta.clone());
         }
         let info = &self.manifest().shards[shard];
@@ -125,12 +129,13 @@ impl Dataset {
                 url,
                 message: format!("unreadable Parquet footer: {e}"),
             })?;
-        self.inner
-            .metadata
-            .lock()
-            .expect("metadata lock")
-            .insert(shard, meta.clone());
+        self.metadata_cache().insert(shard, meta.clone());
         Ok(meta)
+    }
+
+    /// The footer cache; a panic elsewhere while it was held cannot leave it inconsistent.
+    fn metadata_cache(&self) -> std::sync::MutexGuard<'_, HashMap<usize, ArrowReaderMetadata>> {
+        self.inner.metadata.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reads and decodes one row group.
@@ -159,7 +164,7 @@ impl Dataset {
         let decoded =
             tokio::task::spawn_blocking(move || Block::decode(dataset.manifest(), &batches, classes.as_deref()))
                 .await
-                .expect("block decoder panicked");
+                .map_err(|e| Error::joined(LOADER_TASK, e))?;
         let block_data = decoded.map_err(|message| Error::Shard {
             url: url.clone(),
             message: format!("row group {}: {message}", block.row_group),
@@ -341,9 +346,11 @@ impl Block {
                         .filter(|a| a.value_length() as usize == image_bytes)
                         .ok_or("column image does not hold raw images of the manifest's shape")?;
                     let start = image.offset() * image_bytes;
-                    block
-                        .pixels
-                        .extend_from_slice(&image.value_data()[start..start + image.len() * image_bytes]);
+                    let pixels = image
+                        .value_data()
+                        .get(start..start + image.len() * image_bytes)
+                        .ok_or("column image holds fewer bytes than its rows")?;
+                    block.pixels.extend_from_slice(pixels);
                 }
                 Encoding::Png => {
                     let image = image
@@ -377,6 +384,9 @@ impl Block {
                         .ok_or("column label is not int32")?
                         .clone(),
                 ),
+                None if classes.is_some_and(|c| c.columns.is_empty()) => {
+                    return Err("column label is missing".into());
+                }
                 None => None,
             };
             for row in 0..batch.num_rows() {
@@ -536,14 +546,10 @@ impl Loader {
     }
 
     fn spawn(&self, from: Position, one_epoch: bool) -> BatchStream {
-        let (tx, rx) = mpsc::channel(self.options.prefetch.max(1));
         let loader = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = loader.produce(from, one_epoch, &tx).await {
-                let _ = tx.send(Err(e)).await;
-            }
-        });
-        BatchStream { rx }
+        BatchStream::spawn(self.options.prefetch.max(1), move |tx| async move {
+            loader.produce(from, one_epoch, &tx).await
+        })
     }
 
     async fn load_window(&self, blocks: Vec<u32>) -> Result<WindowBlocks> {
@@ -585,7 +591,7 @@ impl Loader {
                 let w = start / self.window;
                 if current.as_ref().is_none_or(|(cw, _)| *cw != w) {
                     let blocks = match next.take() {
-                        Some((nw, handle)) if nw == w => handle.await.expect("window loader panicked")?,
+                        Some((nw, handle)) if nw == w => handle.await.map_err(|e| Error::joined(LOADER_TASK, e))??,
                         _ => self.load_window(window_blocks(w)).await?,
                     };
                     current = Some((w, blocks));
@@ -662,6 +668,28 @@ pub struct BatchStream {
 }
 
 impl BatchStream {
+    /// A stream fed by the task `produce(sender)`, with up to `capacity` batches waiting. When
+    /// that task fails or panics, its error is the stream's last item; a panic becomes
+    /// [`Error::Panicked`] with the panic's message, so the consumer learns why the stream ended.
+    fn spawn<P, F>(capacity: usize, produce: P) -> Self
+    where
+        P: FnOnce(mpsc::Sender<Result<Batch>>) -> F,
+        F: Future<Output = Result<()>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(capacity);
+        let producer = AssertUnwindSafe(produce(tx.clone())).catch_unwind();
+        tokio::spawn(async move {
+            let error = match producer.await {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => error,
+                Err(panic) => Error::panicked(LOADER_TASK, panic),
+            };
+            // Fails only when the consumer is gone.
+            let _ = tx.send(Err(error)).await;
+        });
+        Self { rx }
+    }
+
     /// The next batch, or `None` at the end of a one-epoch stream. After an error the stream ends.
     pub async fn next(&mut self) -> Option<Result<Batch>> {
         self.rx.recv().await
@@ -670,5 +698,56 @@ impl BatchStream {
     /// [`BatchStream::next`] for synchronous callers (not from within an async task).
     pub fn blocking_next(&mut self) -> Option<Result<Batch>> {
         self.rx.blocking_recv()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty_batch() -> Batch {
+        Batch {
+            len: 0,
+            pixels: Vec::new(),
+            classes: Vec::new(),
+            attributes: Vec::new(),
+            ids: Vec::new(),
+            epoch: 0,
+            next: Position::default(),
+        }
+    }
+
+    /// Stands for decoding code that meets a row it cannot handle.
+    fn decode_row(row: usize) -> Result<()> {
+        panic!("row {row} has no pixels")
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_producing_is_the_last_item_of_the_stream() {
+        let mut stream = BatchStream::spawn(1, |tx| async move {
+            tx.send(Ok(empty_batch())).await.expect("consumer alive");
+            decode_row(7)
+        });
+        assert!(stream.next().await.expect("first batch").is_ok());
+        let error = stream.next().await.expect("the panic as an item").unwrap_err();
+        assert!(matches!(error, Error::Panicked { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "the data loader's decoding task panicked: row 7 has no pixels"
+        );
+        assert!(stream.next().await.is_none(), "the stream ends after the error");
+    }
+
+    #[tokio::test]
+    async fn a_producer_error_is_the_last_item_and_success_just_ends_the_stream() {
+        let mut failed = BatchStream::spawn(1, |_| async { Err(Error::Options("bad".into())) });
+        assert!(matches!(failed.next().await, Some(Err(Error::Options(_)))));
+        assert!(failed.next().await.is_none());
+        let mut done = BatchStream::spawn(1, |tx| async move {
+            tx.send(Ok(empty_batch())).await.expect("consumer alive");
+            Ok(())
+        });
+        assert!(done.next().await.expect("a batch").is_ok());
+        assert!(done.next().await.is_none());
     }
 }
