@@ -3,12 +3,19 @@
 use std::any::Any;
 use std::path::PathBuf;
 
+/// A cause of an [`Error`] whose type varies from one occurrence to the next.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Everything that can go wrong while packing, reading or inspecting a dataset.
+///
+/// Display says what failed where, in our words; an underlying error (I/O, object store,
+/// Parquet, JSON...) is the [`source`](std::error::Error::source) and not repeated in the text.
+/// Print a whole chain with `{:#}` of `anyhow`, or with [`error_chain`] where there is no anyhow.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A local file or folder could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -24,6 +31,9 @@ pub enum Error {
         line: Option<usize>,
         /// What is wrong.
         message: String,
+        /// The underlying error, where a decoder reported one.
+        #[source]
+        source: Option<Cause>,
     },
     /// The input folder does not look like the dataset it was given as.
     #[error("{path}: {message}")]
@@ -40,9 +50,12 @@ pub enum Error {
         url: String,
         /// What is wrong with it.
         message: String,
+        /// The underlying error (URL syntax, object store configuration), where there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// An object store operation failed.
-    #[error("{url}: {source}")]
+    #[error("object store request for {url} failed")]
     Store {
         /// The object's full URL.
         url: String,
@@ -62,6 +75,9 @@ pub enum Error {
         url: String,
         /// What is wrong.
         message: String,
+        /// The JSON error, when the manifest does not parse.
+        #[source]
+        source: Option<serde_json::Error>,
     },
     /// A shard is missing, truncated or does not decode.
     #[error("shard {url}: {message}")]
@@ -70,9 +86,12 @@ pub enum Error {
         url: String,
         /// What is wrong.
         message: String,
+        /// The underlying error (Parquet, PNG), where there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// Parquet encoding failed while packing.
-    #[error("writing {url}: {source}")]
+    #[error("cannot write Parquet shard {url}")]
     Parquet {
         /// The shard being written.
         url: String,
@@ -91,7 +110,7 @@ pub enum Error {
     #[error("invalid option: {0}")]
     Options(String),
     /// Encoding an output image failed.
-    #[error("{path}: {source}")]
+    #[error("cannot encode image {path}")]
     Image {
         /// The image path or URL.
         path: String,
@@ -129,6 +148,25 @@ impl Error {
             path: path.into(),
             line,
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A shard error that is ours to describe.
+    pub(crate) fn shard(url: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Shard {
+            url: url.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A shard error caused by `source`.
+    pub(crate) fn shard_caused(url: impl Into<String>, message: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Error::Shard {
+            url: url.into(),
+            message: message.into(),
+            source: Some(source.into()),
         }
     }
 
@@ -155,9 +193,46 @@ impl Error {
     }
 }
 
+/// `error` and its causes joined by ": ", for people: what `{:#}` of `anyhow` prints, except that
+/// a cause whose text already ends the message is left out (many libraries, `object_store`
+/// among them, repeat their source in their own text).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let next = error.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = error.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Error;
+    use super::{Error, error_chain};
+
+    #[test]
+    fn the_chain_names_each_cause_once() {
+        let not_found = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let io = Error::io("/data/a.jpg", not_found());
+        assert_eq!(io.to_string(), "I/O error on /data/a.jpg");
+        assert_eq!(error_chain(&io), "I/O error on /data/a.jpg: no such file");
+        // object_store repeats its source in its own text; the chain does not repeat it again.
+        let store = Error::Store {
+            url: "memory://x/a.json".into(),
+            source: object_store::Error::NotFound {
+                path: "a.json".into(),
+                source: Box::new(not_found()),
+            },
+        };
+        assert_eq!(
+            error_chain(&store),
+            "object store request for memory://x/a.json failed: Object at location a.json not found: no such file"
+        );
+    }
 
     #[tokio::test]
     async fn a_panicking_task_becomes_an_error_with_its_message() {

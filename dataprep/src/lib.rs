@@ -33,7 +33,7 @@ pub mod storage;
 pub mod synth;
 
 pub use condition::{Classes, Condition};
-pub use error::{Error, Result};
+pub use error::{Error, Result, error_chain};
 pub use manifest::{Manifest, Split};
 pub use reader::{Batch, BatchStream, Dataset, Loader, LoaderOptions, Position};
 pub use storage::Location;

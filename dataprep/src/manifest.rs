@@ -197,8 +197,13 @@ impl Manifest {
         let bad = |message: String| Error::Manifest {
             url: url.to_string(),
             message,
+            source: None,
         };
-        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::Manifest {
+            url: url.to_string(),
+            message: "not the JSON of a manifest".into(),
+            source: Some(e),
+        })?;
         if manifest.format != FORMAT {
             return Err(bad(format!("format is {:?}, expected {FORMAT:?}", manifest.format)));
         }

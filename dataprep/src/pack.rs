@@ -414,10 +414,7 @@ impl ShardWriter {
             columns.push(Arc::new(values.finish()));
         }
         let url = self.output.url_of(&self.shard_name());
-        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| Error::Parquet {
-            url,
-            source: parquet::errors::ParquetError::ArrowError(e.to_string()),
-        })
+        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| Error::Parquet { url, source: e.into() })
     }
 
     async fn close_shard(&mut self) -> Result<()> {

@@ -102,21 +102,23 @@ impl Dataset {
         let url = self.location().url_of(&info.file);
         let path = self.location().path(&info.file);
         let store = self.location().store().clone();
-        let head = store.head(&path).await.map_err(|e| Error::Shard {
-            url: url.clone(),
-            message: match e {
-                object_store::Error::NotFound { .. } => "missing (listed in the manifest but not in storage)".into(),
-                other => other.to_string(),
+        let head = store.head(&path).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                Error::shard_caused(&url, "missing (listed in the manifest but not in storage)", e)
+            }
+            source => Error::Store {
+                url: url.clone(),
+                source,
             },
         })?;
         if head.size != info.bytes {
-            return Err(Error::Shard {
+            return Err(Error::shard(
                 url,
-                message: format!(
+                format!(
                     "is {} bytes, the manifest says {} (truncated or replaced)",
                     head.size, info.bytes
                 ),
-            });
+            ));
         }
         let mut reader = ShardReader {
             store,
@@ -125,10 +127,7 @@ impl Dataset {
         };
         let meta = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
             .await
-            .map_err(|e| Error::Shard {
-                url,
-                message: format!("unreadable Parquet footer: {e}"),
-            })?;
+            .map_err(|e| Error::shard_caused(url, "unreadable Parquet footer", e))?;
         self.metadata_cache().insert(shard, meta.clone());
         Ok(meta)
     }
@@ -148,10 +147,8 @@ impl Dataset {
             path: self.location().path(&info.file),
             size: info.bytes,
         };
-        let shard_error = |e: parquet::errors::ParquetError| Error::Shard {
-            url: url.clone(),
-            message: format!("row group {}: {e}", block.row_group),
-        };
+        let shard_error =
+            |e: ParquetError| Error::shard_caused(&url, format!("row group {} does not decode", block.row_group), e);
         let batches: Vec<RecordBatch> = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
             .with_row_groups(vec![block.row_group])
             .with_batch_size(block.rows as usize)
@@ -165,20 +162,21 @@ impl Dataset {
             tokio::task::spawn_blocking(move || Block::decode(dataset.manifest(), &batches, classes.as_deref()))
                 .await
                 .map_err(|e| Error::joined(LOADER_TASK, e))?;
-        let block_data = decoded.map_err(|message| Error::Shard {
+        let block_data = decoded.map_err(|e| Error::Shard {
             url: url.clone(),
-            message: format!("row group {}: {message}", block.row_group),
+            message: format!("row group {}: {}", block.row_group, e.message),
+            source: e.source.map(Into::into),
         })?;
         if block_data.ids.len() as u64 != block.rows {
-            return Err(Error::Shard {
+            return Err(Error::shard(
                 url,
-                message: format!(
+                format!(
                     "row group {} has {} rows, the manifest says {}",
                     block.row_group,
                     block_data.ids.len(),
                     block.rows
                 ),
-            });
+            ));
         }
         Ok(block_data)
     }
@@ -312,8 +310,27 @@ struct Block {
     ids: Vec<String>,
 }
 
+/// Why a row group does not decode: our description, and the PNG decoder's error where it failed.
+#[derive(Debug)]
+struct Undecodable {
+    message: String,
+    source: Option<image::ImageError>,
+}
+
+impl From<String> for Undecodable {
+    fn from(message: String) -> Self {
+        Self { message, source: None }
+    }
+}
+
+impl From<&str> for Undecodable {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
 impl Block {
-    fn decode(manifest: &Manifest, batches: &[RecordBatch], classes: Option<&Classes>) -> Result<Self, String> {
+    fn decode(manifest: &Manifest, batches: &[RecordBatch], classes: Option<&Classes>) -> Result<Self, Undecodable> {
         let image_bytes = manifest.image.bytes();
         let attribute_count = manifest.attributes.len();
         let mut block = Block {
@@ -358,8 +375,11 @@ impl Block {
                         .downcast_ref::<BinaryArray>()
                         .ok_or("column image is not binary")?;
                     for png in image.iter() {
-                        let pixels = decode_png(png.unwrap_or_default(), manifest.image.channels)
-                            .map_err(|e| format!("corrupt PNG: {e}"))?;
+                        let pixels =
+                            decode_png(png.unwrap_or_default(), manifest.image.channels).map_err(|e| Undecodable {
+                                message: "corrupt PNG".into(),
+                                source: Some(e),
+                            })?;
                         if pixels.len() != image_bytes {
                             return Err("a PNG image does not have the manifest's shape".into());
                         }
@@ -396,7 +416,7 @@ impl Block {
                     let label = labels.as_ref().map_or(0, |l| l.value(row));
                     let class = classes.class_of(label, &block.attributes[start..]);
                     if class < 0 || class as usize >= classes.len() {
-                        return Err(format!("row {row}: label {label} is not a class of the manifest"));
+                        return Err(format!("row {row}: label {label} is not a class of the manifest").into());
                     }
                     block.classes.push(class);
                 }
