@@ -68,7 +68,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport> {
     let input_for_synth = input.clone();
     tokio::task::spawn_blocking(move || synth_celeba(&input_for_synth, &synth))
         .await
-        .expect("synth task panicked")?;
+        .map_err(|e| Error::joined("the synthetic CelebA writer", e))??;
 
     let source = crate::celeba::scan(&input)?;
     let images = source.samples.len();

@@ -1,13 +1,21 @@
 //! The one error type of the data path.
 
+use std::any::Any;
 use std::path::PathBuf;
 
+/// A cause of an [`Error`] whose type varies from one occurrence to the next.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Everything that can go wrong while packing, reading or inspecting a dataset.
+///
+/// Display says what failed where, in our words; an underlying error (I/O, object store,
+/// Parquet, JSON...) is the [`source`](std::error::Error::source) and not repeated in the text.
+/// Print a whole chain with `{:#}` of `anyhow`, or with [`error_chain`] where there is no anyhow.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A local file or folder could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -23,6 +31,9 @@ pub enum Error {
         line: Option<usize>,
         /// What is wrong.
         message: String,
+        /// The underlying error, where a decoder reported one.
+        #[source]
+        source: Option<Cause>,
     },
     /// The input folder does not look like the dataset it was given as.
     #[error("{path}: {message}")]
@@ -39,9 +50,12 @@ pub enum Error {
         url: String,
         /// What is wrong with it.
         message: String,
+        /// The underlying error (URL syntax, object store configuration), where there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// An object store operation failed.
-    #[error("{url}: {source}")]
+    #[error("object store request for {url} failed")]
     Store {
         /// The object's full URL.
         url: String,
@@ -61,6 +75,9 @@ pub enum Error {
         url: String,
         /// What is wrong.
         message: String,
+        /// The JSON error, when the manifest does not parse.
+        #[source]
+        source: Option<serde_json::Error>,
     },
     /// A shard is missing, truncated or does not decode.
     #[error("shard {url}: {message}")]
@@ -69,9 +86,12 @@ pub enum Error {
         url: String,
         /// What is wrong.
         message: String,
+        /// The underlying error (Parquet, PNG), where there is one.
+        #[source]
+        source: Option<Cause>,
     },
     /// Parquet encoding failed while packing.
-    #[error("writing {url}: {source}")]
+    #[error("cannot write Parquet shard {url}")]
     Parquet {
         /// The shard being written.
         url: String,
@@ -90,7 +110,7 @@ pub enum Error {
     #[error("invalid option: {0}")]
     Options(String),
     /// Encoding an output image failed.
-    #[error("{path}: {source}")]
+    #[error("cannot encode image {path}")]
     Image {
         /// The image path or URL.
         path: String,
@@ -100,6 +120,14 @@ pub enum Error {
     /// The work was interrupted (Ctrl-C); nothing that looks complete was left behind.
     #[error("interrupted")]
     Interrupted,
+    /// A background task panicked: a bug, or input that reached an unchecked assumption.
+    #[error("{task} panicked: {message}")]
+    Panicked {
+        /// Which task, e.g. "the data loader's decoding task".
+        task: &'static str,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// Result with the data path's [`Error`].
@@ -120,6 +148,110 @@ impl Error {
             path: path.into(),
             line,
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// A shard error that is ours to describe.
+    pub(crate) fn shard(url: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Shard {
+            url: url.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A shard error caused by `source`.
+    pub(crate) fn shard_caused(url: impl Into<String>, message: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Error::Shard {
+            url: url.into(),
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The error of `task`, which panicked with `payload` (as `catch_unwind` or a `JoinError`
+    /// gives it back); the message is kept when the payload is a string, as `panic!` makes it.
+    pub(crate) fn panicked(task: &'static str, payload: Box<dyn Any + Send>) -> Self {
+        let message = match payload.downcast::<String>() {
+            Ok(message) => *message,
+            Err(payload) => match payload.downcast::<&'static str>() {
+                Ok(message) => (*message).to_string(),
+                Err(_) => "a panic without a message".to_string(),
+            },
+        };
+        Error::Panicked { task, message }
+    }
+
+    /// The error of a spawned `task` that did not finish: [`Error::Panicked`] with its panic, or
+    /// [`Error::Interrupted`] when the runtime cancelled it (it is shutting down).
+    pub(crate) fn joined(task: &'static str, error: tokio::task::JoinError) -> Self {
+        match error.try_into_panic() {
+            Ok(payload) => Self::panicked(task, payload),
+            Err(_) => Error::Interrupted,
+        }
+    }
+}
+
+/// `error` and its causes joined by ": ", for people: what `{:#}` of `anyhow` prints, except that
+/// a cause whose text already ends the message is left out (many libraries, `object_store`
+/// among them, repeat their source in their own text).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let next = error.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = error.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Error, error_chain};
+
+    #[test]
+    fn the_chain_names_each_cause_once() {
+        let not_found = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let io = Error::io("/data/a.jpg", not_found());
+        assert_eq!(io.to_string(), "I/O error on /data/a.jpg");
+        assert_eq!(error_chain(&io), "I/O error on /data/a.jpg: no such file");
+        // object_store repeats its source in its own text; the chain does not repeat it again.
+        let store = Error::Store {
+            url: "memory://x/a.json".into(),
+            source: object_store::Error::NotFound {
+                path: "a.json".into(),
+                source: Box::new(not_found()),
+            },
+        };
+        assert_eq!(
+            error_chain(&store),
+            "object store request for memory://x/a.json failed: Object at location a.json not found: no such file"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_becomes_an_error_with_its_message() {
+        let task = "the test task";
+        let formatted = tokio::task::spawn_blocking(|| -> u32 { panic!("row {} is corrupt", 7) })
+            .await
+            .unwrap_err();
+        let error = Error::joined(task, formatted);
+        assert!(matches!(&error, Error::Panicked { message, .. } if message == "row 7 is corrupt"));
+        assert_eq!(error.to_string(), "the test task panicked: row 7 is corrupt");
+        let literal = tokio::spawn(async { panic!("a literal") }).await.unwrap_err();
+        assert_eq!(
+            Error::joined(task, literal).to_string(),
+            "the test task panicked: a literal"
+        );
+        let opaque = std::panic::catch_unwind(|| std::panic::panic_any(42)).unwrap_err();
+        assert_eq!(
+            Error::panicked(task, opaque).to_string(),
+            "the test task panicked: a panic without a message"
+        );
     }
 }

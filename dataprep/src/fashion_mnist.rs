@@ -41,7 +41,12 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| Error::malformed(path, None, format!("corrupt gzip data: {e}")))?;
+            .map_err(|e| Error::Malformed {
+                path: path.to_path_buf(),
+                line: None,
+                message: "corrupt gzip data".into(),
+                source: Some(e.into()),
+            })?;
         Ok(out)
     } else {
         Ok(raw)

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+#[cfg(feature = "synth")]
 use dataprep::celeba::Dialect;
 use dataprep::imaging::{Crop, Recipe};
 use dataprep::manifest::Encoding;
@@ -27,6 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Write a synthetic dataset in a real dataset's on-disk layout.
+    #[cfg(feature = "synth")]
     Synth {
         #[command(subcommand)]
         kind: SynthKind,
@@ -54,6 +56,7 @@ enum Command {
         json: bool,
     },
     /// Measure packing and reading throughput on synthetic images.
+    #[cfg(feature = "synth")]
     Bench {
         /// Images to synthesise and pack.
         #[arg(long, default_value_t = 2000)]
@@ -70,6 +73,7 @@ enum Command {
     },
 }
 
+#[cfg(feature = "synth")]
 #[derive(Debug, Subcommand)]
 enum SynthKind {
     /// Synthetic faces at 178x218 with CelebA's 40 attributes; Blond_Hair is visible as hair colour.
@@ -150,7 +154,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", dataprep::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -185,6 +189,7 @@ fn print_pack_summary(summary: &PackSummary, url: &str) {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        #[cfg(feature = "synth")]
         Command::Synth {
             kind:
                 SynthKind::Celeba {
@@ -278,6 +283,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 println!("preview written to {}", path.display());
             }
         }
+        #[cfg(feature = "synth")]
         Command::Bench {
             count,
             size,

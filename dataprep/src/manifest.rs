@@ -197,8 +197,13 @@ impl Manifest {
         let bad = |message: String| Error::Manifest {
             url: url.to_string(),
             message,
+            source: None,
         };
-        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::Manifest {
+            url: url.to_string(),
+            message: "not the JSON of a manifest".into(),
+            source: Some(e),
+        })?;
         if manifest.format != FORMAT {
             return Err(bad(format!("format is {:?}, expected {FORMAT:?}", manifest.format)));
         }
@@ -206,6 +211,21 @@ impl Manifest {
             return Err(bad(format!(
                 "schema version {} is not supported (this build reads version {SCHEMA_VERSION})",
                 manifest.version
+            )));
+        }
+        let ImageInfo {
+            height,
+            width,
+            channels,
+            ..
+        } = manifest.image;
+        let fits = height
+            .checked_mul(width)
+            .and_then(|p| p.checked_mul(channels))
+            .is_some();
+        if height == 0 || width == 0 || !matches!(channels, 1 | 3) || !fits {
+            return Err(bad(format!(
+                "image shape {height}x{width}x{channels} is impossible (height and width from 1, 1 or 3 channels, under 4 GiB)"
             )));
         }
         let shard_rows: u64 = manifest.shards.iter().map(|s| s.rows).sum();

@@ -131,7 +131,7 @@ pub async fn pack(source: Source, recipe: Recipe, output: &Location, options: &P
         })
         .buffered(4);
     while let Some(result) = decoded.next().await {
-        let rows = result.expect("decoder task panicked");
+        let rows = result.map_err(|e| Error::joined("a pack decoding task", e))?;
         for (sample, pixels) in rows {
             progress.inc(1);
             match pixels {
@@ -414,10 +414,7 @@ impl ShardWriter {
             columns.push(Arc::new(values.finish()));
         }
         let url = self.output.url_of(&self.shard_name());
-        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| Error::Parquet {
-            url,
-            source: parquet::errors::ParquetError::ArrowError(e.to_string()),
-        })
+        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| Error::Parquet { url, source: e.into() })
     }
 
     async fn close_shard(&mut self) -> Result<()> {

@@ -12,7 +12,8 @@
 //! one is consumed, and decoded batches wait in a bounded queue.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arrow_array::{Array, BinaryArray, BooleanArray, FixedSizeBinaryArray, Int32Array, RecordBatch, StringArray};
 use std::ops::Range;
@@ -36,8 +37,12 @@ use crate::condition::{Classes, Condition};
 use crate::imaging::decode_png;
 use crate::manifest::{Encoding, MANIFEST, Manifest, Split};
 use crate::schema;
+pub use crate::seed::mix;
 use crate::storage::Location;
 use crate::{Error, Result};
+
+/// The task named by errors when the loader's background work panics.
+const LOADER_TASK: &str = "the data loader's decoding task";
 
 /// A packed dataset, opened: its manifest is read and checked.
 #[derive(Debug, Clone)]
@@ -90,28 +95,30 @@ impl Dataset {
     }
 
     async fn shard_metadata(&self, shard: usize) -> Result<ArrowReaderMetadata> {
-        if let Some(meta) = self.inner.metadata.lock().expect("metadata lock").get(&shard) {
+        if let Some(meta) = self.metadata_cache().get(&shard) {
             return Ok(meta.clone());
         }
         let info = &self.manifest().shards[shard];
         let url = self.location().url_of(&info.file);
         let path = self.location().path(&info.file);
         let store = self.location().store().clone();
-        let head = store.head(&path).await.map_err(|e| Error::Shard {
-            url: url.clone(),
-            message: match e {
-                object_store::Error::NotFound { .. } => "missing (listed in the manifest but not in storage)".into(),
-                other => other.to_string(),
+        let head = store.head(&path).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                Error::shard_caused(&url, "missing (listed in the manifest but not in storage)", e)
+            }
+            source => Error::Store {
+                url: url.clone(),
+                source,
             },
         })?;
         if head.size != info.bytes {
-            return Err(Error::Shard {
+            return Err(Error::shard(
                 url,
-                message: format!(
+                format!(
                     "is {} bytes, the manifest says {} (truncated or replaced)",
                     head.size, info.bytes
                 ),
-            });
+            ));
         }
         let mut reader = ShardReader {
             store,
@@ -120,16 +127,14 @@ impl Dataset {
         };
         let meta = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
             .await
-            .map_err(|e| Error::Shard {
-                url,
-                message: format!("unreadable Parquet footer: {e}"),
-            })?;
-        self.inner
-            .metadata
-            .lock()
-            .expect("metadata lock")
-            .insert(shard, meta.clone());
+            .map_err(|e| Error::shard_caused(url, "unreadable Parquet footer", e))?;
+        self.metadata_cache().insert(shard, meta.clone());
         Ok(meta)
+    }
+
+    /// The footer cache; a panic elsewhere while it was held cannot leave it inconsistent.
+    fn metadata_cache(&self) -> std::sync::MutexGuard<'_, HashMap<usize, ArrowReaderMetadata>> {
+        self.inner.metadata.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reads and decodes one row group.
@@ -142,10 +147,8 @@ impl Dataset {
             path: self.location().path(&info.file),
             size: info.bytes,
         };
-        let shard_error = |e: parquet::errors::ParquetError| Error::Shard {
-            url: url.clone(),
-            message: format!("row group {}: {e}", block.row_group),
-        };
+        let shard_error =
+            |e: ParquetError| Error::shard_caused(&url, format!("row group {} does not decode", block.row_group), e);
         let batches: Vec<RecordBatch> = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
             .with_row_groups(vec![block.row_group])
             .with_batch_size(block.rows as usize)
@@ -158,21 +161,22 @@ impl Dataset {
         let decoded =
             tokio::task::spawn_blocking(move || Block::decode(dataset.manifest(), &batches, classes.as_deref()))
                 .await
-                .expect("block decoder panicked");
-        let block_data = decoded.map_err(|message| Error::Shard {
+                .map_err(|e| Error::joined(LOADER_TASK, e))?;
+        let block_data = decoded.map_err(|e| Error::Shard {
             url: url.clone(),
-            message: format!("row group {}: {message}", block.row_group),
+            message: format!("row group {}: {}", block.row_group, e.message),
+            source: e.source.map(Into::into),
         })?;
         if block_data.ids.len() as u64 != block.rows {
-            return Err(Error::Shard {
+            return Err(Error::shard(
                 url,
-                message: format!(
+                format!(
                     "row group {} has {} rows, the manifest says {}",
                     block.row_group,
                     block_data.ids.len(),
                     block.rows
                 ),
-            });
+            ));
         }
         Ok(block_data)
     }
@@ -306,8 +310,27 @@ struct Block {
     ids: Vec<String>,
 }
 
+/// Why a row group does not decode: our description, and the PNG decoder's error where it failed.
+#[derive(Debug)]
+struct Undecodable {
+    message: String,
+    source: Option<image::ImageError>,
+}
+
+impl From<String> for Undecodable {
+    fn from(message: String) -> Self {
+        Self { message, source: None }
+    }
+}
+
+impl From<&str> for Undecodable {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
 impl Block {
-    fn decode(manifest: &Manifest, batches: &[RecordBatch], classes: Option<&Classes>) -> Result<Self, String> {
+    fn decode(manifest: &Manifest, batches: &[RecordBatch], classes: Option<&Classes>) -> Result<Self, Undecodable> {
         let image_bytes = manifest.image.bytes();
         let attribute_count = manifest.attributes.len();
         let mut block = Block {
@@ -340,9 +363,11 @@ impl Block {
                         .filter(|a| a.value_length() as usize == image_bytes)
                         .ok_or("column image does not hold raw images of the manifest's shape")?;
                     let start = image.offset() * image_bytes;
-                    block
-                        .pixels
-                        .extend_from_slice(&image.value_data()[start..start + image.len() * image_bytes]);
+                    let pixels = image
+                        .value_data()
+                        .get(start..start + image.len() * image_bytes)
+                        .ok_or("column image holds fewer bytes than its rows")?;
+                    block.pixels.extend_from_slice(pixels);
                 }
                 Encoding::Png => {
                     let image = image
@@ -350,8 +375,11 @@ impl Block {
                         .downcast_ref::<BinaryArray>()
                         .ok_or("column image is not binary")?;
                     for png in image.iter() {
-                        let pixels = decode_png(png.unwrap_or_default(), manifest.image.channels)
-                            .map_err(|e| format!("corrupt PNG: {e}"))?;
+                        let pixels =
+                            decode_png(png.unwrap_or_default(), manifest.image.channels).map_err(|e| Undecodable {
+                                message: "corrupt PNG".into(),
+                                source: Some(e),
+                            })?;
                         if pixels.len() != image_bytes {
                             return Err("a PNG image does not have the manifest's shape".into());
                         }
@@ -376,6 +404,9 @@ impl Block {
                         .ok_or("column label is not int32")?
                         .clone(),
                 ),
+                None if classes.is_some_and(|c| c.columns.is_empty()) => {
+                    return Err("column label is missing".into());
+                }
                 None => None,
             };
             for row in 0..batch.num_rows() {
@@ -385,7 +416,7 @@ impl Block {
                     let label = labels.as_ref().map_or(0, |l| l.value(row));
                     let class = classes.class_of(label, &block.attributes[start..]);
                     if class < 0 || class as usize >= classes.len() {
-                        return Err(format!("row {row}: label {label} is not a class of the manifest"));
+                        return Err(format!("row {row}: label {label} is not a class of the manifest").into());
                     }
                     block.classes.push(class);
                 }
@@ -393,17 +424,6 @@ impl Block {
         }
         Ok(block)
     }
-}
-
-/// Mixes seed parts into one 64-bit seed (splitmix64 finaliser over a running sum); used for
-/// every derived random stream so that each depends only on its parts.
-pub fn mix(parts: &[u64]) -> u64 {
-    parts.iter().fold(0x9E37_79B9_7F4A_7C15u64, |acc, &part| {
-        let mut z = acc.wrapping_add(part).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    })
 }
 
 /// Produces batches of one rank from a [`Dataset`].
@@ -546,14 +566,10 @@ impl Loader {
     }
 
     fn spawn(&self, from: Position, one_epoch: bool) -> BatchStream {
-        let (tx, rx) = mpsc::channel(self.options.prefetch.max(1));
         let loader = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = loader.produce(from, one_epoch, &tx).await {
-                let _ = tx.send(Err(e)).await;
-            }
-        });
-        BatchStream { rx }
+        BatchStream::spawn(self.options.prefetch.max(1), move |tx| async move {
+            loader.produce(from, one_epoch, &tx).await
+        })
     }
 
     async fn load_window(&self, blocks: Vec<u32>) -> Result<WindowBlocks> {
@@ -595,7 +611,7 @@ impl Loader {
                 let w = start / self.window;
                 if current.as_ref().is_none_or(|(cw, _)| *cw != w) {
                     let blocks = match next.take() {
-                        Some((nw, handle)) if nw == w => handle.await.expect("window loader panicked")?,
+                        Some((nw, handle)) if nw == w => handle.await.map_err(|e| Error::joined(LOADER_TASK, e))??,
                         _ => self.load_window(window_blocks(w)).await?,
                     };
                     current = Some((w, blocks));
@@ -672,6 +688,28 @@ pub struct BatchStream {
 }
 
 impl BatchStream {
+    /// A stream fed by the task `produce(sender)`, with up to `capacity` batches waiting. When
+    /// that task fails or panics, its error is the stream's last item; a panic becomes
+    /// [`Error::Panicked`] with the panic's message, so the consumer learns why the stream ended.
+    fn spawn<P, F>(capacity: usize, produce: P) -> Self
+    where
+        P: FnOnce(mpsc::Sender<Result<Batch>>) -> F,
+        F: Future<Output = Result<()>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(capacity);
+        let producer = AssertUnwindSafe(produce(tx.clone())).catch_unwind();
+        tokio::spawn(async move {
+            let error = match producer.await {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => error,
+                Err(panic) => Error::panicked(LOADER_TASK, panic),
+            };
+            // Fails only when the consumer is gone.
+            let _ = tx.send(Err(error)).await;
+        });
+        Self { rx }
+    }
+
     /// The next batch, or `None` at the end of a one-epoch stream. After an error the stream ends.
     pub async fn next(&mut self) -> Option<Result<Batch>> {
         self.rx.recv().await
@@ -685,12 +723,51 @@ impl BatchStream {
 
 #[cfg(test)]
 mod tests {
-    use super::mix;
+    use super::*;
 
-    #[test]
-    fn mix_separates_its_inputs() {
-        assert_ne!(mix(&[1, 0]), mix(&[0, 1]));
-        assert_ne!(mix(&[0, 0, 1]), mix(&[0, 1]));
-        assert_eq!(mix(&[7, 3]), mix(&[7, 3]));
+    fn empty_batch() -> Batch {
+        Batch {
+            len: 0,
+            pixels: Vec::new(),
+            classes: Vec::new(),
+            attributes: Vec::new(),
+            ids: Vec::new(),
+            epoch: 0,
+            next: Position::default(),
+        }
+    }
+
+    /// Stands for decoding code that meets a row it cannot handle.
+    fn decode_row(row: usize) -> Result<()> {
+        panic!("row {row} has no pixels")
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_producing_is_the_last_item_of_the_stream() {
+        let mut stream = BatchStream::spawn(1, |tx| async move {
+            tx.send(Ok(empty_batch())).await.expect("consumer alive");
+            decode_row(7)
+        });
+        assert!(stream.next().await.expect("first batch").is_ok());
+        let error = stream.next().await.expect("the panic as an item").unwrap_err();
+        assert!(matches!(error, Error::Panicked { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "the data loader's decoding task panicked: row 7 has no pixels"
+        );
+        assert!(stream.next().await.is_none(), "the stream ends after the error");
+    }
+
+    #[tokio::test]
+    async fn a_producer_error_is_the_last_item_and_success_just_ends_the_stream() {
+        let mut failed = BatchStream::spawn(1, |_| async { Err(Error::Options("bad".into())) });
+        assert!(matches!(failed.next().await, Some(Err(Error::Options(_)))));
+        assert!(failed.next().await.is_none());
+        let mut done = BatchStream::spawn(1, |tx| async move {
+            tx.send(Ok(empty_batch())).await.expect("consumer alive");
+            Ok(())
+        });
+        assert!(done.next().await.expect("a batch").is_ok());
+        assert!(done.next().await.is_none());
     }
 }

@@ -41,6 +41,12 @@ impl Location {
         let bad = |message: String| Error::Url {
             url: url.to_string(),
             message,
+            source: None,
+        };
+        let failed = |message: &str, source: Box<dyn std::error::Error + Send + Sync>| Error::Url {
+            url: url.to_string(),
+            message: message.to_string(),
+            source: Some(source),
         };
         if url.trim().is_empty() {
             return Err(bad("empty".into()));
@@ -48,9 +54,10 @@ impl Location {
         if !url.contains("://") {
             return Self::local(PathBuf::from(url), url);
         }
-        let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let parsed = Url::parse(url).map_err(|e| failed("not a valid URL", e.into()))?;
         let bucket = parsed.host_str().unwrap_or_default().to_string();
-        let prefix = Path::parse(parsed.path().trim_matches('/')).map_err(|e| bad(e.to_string()))?;
+        let prefix =
+            Path::parse(parsed.path().trim_matches('/')).map_err(|e| failed("not a valid object path", e.into()))?;
         let need_bucket = || {
             if bucket.is_empty() {
                 Err(bad(format!("{}:// needs a bucket or container name", parsed.scheme())))
@@ -81,7 +88,11 @@ impl Location {
                     }
                     builder = builder.with_endpoint(endpoint);
                 }
-                Arc::new(builder.build().map_err(|e| bad(e.to_string()))?)
+                Arc::new(
+                    builder
+                        .build()
+                        .map_err(|e| failed("cannot set up the S3 client", e.into()))?,
+                )
             }
             "gs" => {
                 need_bucket()?;
@@ -89,7 +100,7 @@ impl Location {
                     GoogleCloudStorageBuilder::from_env()
                         .with_bucket_name(&bucket)
                         .build()
-                        .map_err(|e| bad(e.to_string()))?,
+                        .map_err(|e| failed("cannot set up the Google Cloud Storage client", e.into()))?,
                 )
             }
             "az" | "azure" | "abfs" | "abfss" => {
@@ -98,7 +109,7 @@ impl Location {
                     MicrosoftAzureBuilder::from_env()
                         .with_container_name(&bucket)
                         .build()
-                        .map_err(|e| bad(e.to_string()))?,
+                        .map_err(|e| failed("cannot set up the Azure client", e.into()))?,
                 )
             }
             other => {
@@ -115,13 +126,13 @@ impl Location {
     }
 
     fn local(path: PathBuf, url: &str) -> Result<Self> {
-        let bad = |message: String| Error::Url {
-            url: url.to_string(),
-            message,
-        };
         std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         let path = path.canonicalize().map_err(|e| Error::io(&path, e))?;
-        let store = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(e.to_string()))?;
+        let store = LocalFileSystem::new_with_prefix(&path).map_err(|e| Error::Url {
+            url: url.to_string(),
+            message: "cannot open the local folder".into(),
+            source: Some(e.into()),
+        })?;
         Ok(Self {
             store: Arc::new(store),
             prefix: Path::default(),

@@ -232,3 +232,44 @@ fn bad_urls_and_options_are_explained() {
     let err = "box:1,2,3".parse::<dataprep::imaging::Crop>().unwrap_err();
     assert!(err.contains("box:X,Y,WIDTH,HEIGHT"), "{err}");
 }
+
+#[tokio::test]
+async fn a_manifest_that_does_not_fit_its_shards_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    synth(dir.path(), 12, Dialect::Official);
+    let out = dir.path().join("out");
+    let url = out.to_str().unwrap().to_string();
+    pack_celeba(dir.path(), &url, &small_options()).await;
+    let path = out.join("manifest.json");
+    let original: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let rewrite = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut manifest = original.clone();
+        edit(&mut manifest);
+        std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    };
+
+    // 100000 x 100000 x 3 bytes do not fit in the u32 arithmetic of an image's size.
+    rewrite(&|m| {
+        m["image"]["height"] = 100_000.into();
+        m["image"]["width"] = 100_000.into();
+    });
+    let error = Dataset::open(&url).await.unwrap_err().to_string();
+    assert!(error.contains("image shape 100000x100000x3 is impossible"), "{error}");
+
+    // Classes in the manifest but no label column in the shards: no silent class 0.
+    rewrite(&|m| m["classes"] = serde_json::json!(["a", "b"]));
+    let loader = Dataset::open(&url)
+        .await
+        .unwrap()
+        .loader(dataprep::LoaderOptions {
+            split: None,
+            batch_size: 4,
+            condition: Some(dataprep::Condition::Label),
+            ..Default::default()
+        })
+        .unwrap();
+    let error = first_error(&loader)
+        .await
+        .expect("reading labels that are not there must fail");
+    assert!(error.contains("column label is missing"), "{error}");
+}
