@@ -32,10 +32,10 @@ pub enum Error {
         message: String,
     },
     /// The job store (object storage under `--state`) failed.
-    #[error("job store: {0}")]
+    #[error("job store")]
     Store(#[from] dataprep::Error),
     /// A job record in the store cannot be read.
-    #[error("job record {path}: {source}")]
+    #[error("job record {path} does not decode")]
     Record {
         /// The record.
         path: String,
@@ -43,10 +43,10 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// The server could not start or failed (TLS set-up, the listener).
-    #[error("server: {0}")]
+    #[error("the gRPC server failed")]
     Server(#[from] tonic::transport::Error),
     /// The reflection service could not be built.
-    #[error("gRPC reflection: {0}")]
+    #[error("building the gRPC reflection service failed")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
@@ -68,6 +68,6 @@ impl Error {
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        Status::new(e.code(), e.to_string())
+        Status::new(e.code(), dataprep::error_chain(&e))
     }
 }

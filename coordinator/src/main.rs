@@ -120,7 +120,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", dataprep::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -113,7 +113,7 @@ impl Coordinator {
         if let Err(e) = dataprep::Location::parse(&config.output.url)
             && !config.output.url.trim().is_empty()
         {
-            problems.push(format!("output.url: {e}"));
+            problems.push(format!("output.url: {}", dataprep::error_chain(&e)));
         }
         if parsed && !config.data.url.trim().is_empty() {
             match tokio::time::timeout(DATASET_TIMEOUT, dataprep::Dataset::open(&config.data.url)).await {
@@ -122,7 +122,10 @@ impl Coordinator {
                     config.data.url,
                     DATASET_TIMEOUT.as_secs()
                 )),
-                Ok(Err(e)) => problems.push(format!("data.url: cannot open the dataset: {e}")),
+                Ok(Err(e)) => problems.push(format!(
+                    "data.url: cannot open the dataset: {}",
+                    dataprep::error_chain(&e)
+                )),
                 Ok(Ok(dataset)) => match config.check_dataset(&dataset) {
                     Ok(_) => {}
                     Err(JobError::Invalid { problems: more }) => problems.extend(more),

@@ -172,7 +172,7 @@ impl Error {
 
     /// The error of `task`, which panicked with `payload` (as `catch_unwind` or a `JoinError`
     /// gives it back); the message is kept when the payload is a string, as `panic!` makes it.
-    pub(crate) fn panicked(task: &'static str, payload: Box<dyn Any + Send>) -> Self {
+    pub fn panicked(task: &'static str, payload: Box<dyn Any + Send>) -> Self {
         let message = match payload.downcast::<String>() {
             Ok(message) => *message,
             Err(payload) => match payload.downcast::<&'static str>() {

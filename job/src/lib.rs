@@ -29,7 +29,7 @@ pub enum JobError {
         problems: Vec<String>,
     },
     /// A job file could not be read.
-    #[error("{path}: {source}")]
+    #[error("cannot read the job file {path}")]
     Read {
         /// The file.
         path: String,
@@ -37,7 +37,7 @@ pub enum JobError {
         source: std::io::Error,
     },
     /// A job file is not valid TOML or has keys or values a job does not have.
-    #[error("{path}: {source}")]
+    #[error("job file {path}")]
     Parse {
         /// The file (or where the text came from).
         path: String,
@@ -385,7 +385,7 @@ impl JobConfig {
         let classes = match self.data.condition.resolve(manifest) {
             Ok(classes) => Some(classes),
             Err(e) => {
-                problems.push(format!("data.condition: {e}"));
+                problems.push(format!("data.condition: {}", dataprep::error_chain(&e)));
                 None
             }
         };
@@ -579,7 +579,7 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors() {
         let err = JobConfig::from_toml(&format!("{MINIMAL}[train]\nstepz = 5\n"), "job.toml").unwrap_err();
-        let message = err.to_string();
+        let message = dataprep::error_chain(&err);
         assert!(message.contains("job.toml") && message.contains("stepz"), "{message}");
     }
 
@@ -652,7 +652,7 @@ mod tests {
     fn a_value_that_does_not_parse_names_its_key_and_line() {
         let text = format!("{MINIMAL}[train]\ndevice = \"tpu\"\n");
         let err = JobConfig::from_toml(&text, "job.toml").unwrap_err();
-        let message = err.to_string();
+        let message = dataprep::error_chain(&err);
         assert!(
             message.contains("job.toml") && message.contains("line 6") && message.contains("\"tpu\" is not auto"),
             "{message}"
@@ -662,7 +662,7 @@ mod tests {
             "the parser's error is kept as the source"
         );
         let text = "[data]\nurl = \"memory://d\"\nsplit = \"holdout\"\n[output]\nurl = \"memory://o\"\n";
-        let message = JobConfig::from_toml(text, "job.toml").unwrap_err().to_string();
+        let message = dataprep::error_chain(&JobConfig::from_toml(text, "job.toml").unwrap_err());
         assert!(message.contains("line 3") && message.contains("holdout"), "{message}");
     }
 

@@ -36,7 +36,7 @@ pub enum TokenError {
         origin: String,
     },
     /// The token file could not be read.
-    #[error("{origin}: {source}")]
+    #[error("cannot read the token file {origin}")]
     Read {
         /// The file.
         origin: String,

@@ -1,5 +1,8 @@
 //! Connecting to the coordinator: `http://host:port`, or `https://host:port` with the CA
 //! certificate that signed the coordinator's certificate.
+//!
+//! Errors here, as everywhere in gantry, say what failed in their text and keep the cause as
+//! their `source()`: print the chain (`{:#}` of `anyhow`).
 
 use std::path::Path;
 
@@ -10,15 +13,15 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 #[non_exhaustive]
 pub enum ConnectError {
     /// The address is not a URL tonic can dial.
-    #[error("coordinator address {url:?}: {message} (expected http://HOST:PORT or https://HOST:PORT)")]
+    #[error("coordinator address {url:?} is not http://HOST:PORT or https://HOST:PORT")]
     Address {
         /// The address as given.
         url: String,
-        /// What is wrong.
-        message: String,
+        /// Why it cannot be dialled.
+        source: tonic::transport::Error,
     },
     /// The CA certificate could not be read.
-    #[error("CA certificate {path}: {source}")]
+    #[error("cannot read the CA certificate {path}")]
     Ca {
         /// The file.
         path: String,
@@ -26,12 +29,12 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     /// TLS could not be set up.
-    #[error("TLS to {url}: {message}")]
+    #[error("cannot set up TLS to {url}")]
     Tls {
         /// The address.
         url: String,
-        /// What is wrong.
-        message: String,
+        /// Why.
+        source: tonic::transport::Error,
     },
 }
 
@@ -44,11 +47,10 @@ pub fn channel(url: &str, ca: Option<&Path>) -> Result<Channel, ConnectError> {
     } else {
         format!("http://{url}")
     };
-    let bad = |message: String| ConnectError::Address {
+    let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|source| ConnectError::Address {
         url: url.clone(),
-        message,
-    };
-    let mut endpoint = Endpoint::from_shared(url.clone()).map_err(|e| bad(e.to_string()))?;
+        source,
+    })?;
     if url.starts_with("https://") || ca.is_some() {
         let mut tls = ClientTlsConfig::new();
         if let Some(path) = ca {
@@ -58,9 +60,9 @@ pub fn channel(url: &str, ca: Option<&Path>) -> Result<Channel, ConnectError> {
             })?;
             tls = tls.ca_certificate(Certificate::from_pem(pem));
         }
-        endpoint = endpoint.tls_config(tls).map_err(|e| ConnectError::Tls {
+        endpoint = endpoint.tls_config(tls).map_err(|source| ConnectError::Tls {
             url: url.clone(),
-            message: e.to_string(),
+            source,
         })?;
     }
     Ok(endpoint

@@ -130,15 +130,23 @@ impl Observer for Forward {
 }
 
 /// Whether another attempt could succeed where this one failed: not for a job that is wrong in
-/// itself (its spec, its dataset, a diverging run, a checkpoint of another job).
+/// itself (its spec, its dataset, a diverging run, a checkpoint of another job or one that does
+/// not decode), nor after a panic of the data loader, which would meet the same rows again.
 fn retryable(e: &Error) -> bool {
-    !matches!(e, Error::Job(_) | Error::NonFinite { .. } | Error::Checkpoint { .. })
+    !matches!(
+        e,
+        Error::Job(_)
+            | Error::NonFinite { .. }
+            | Error::Checkpoint { .. }
+            | Error::CheckpointFile { .. }
+            | Error::Data(dataprep::Error::Panicked { .. })
+    )
 }
 
 /// The job an assignment describes, on this worker's device.
 fn job_of(assignment: &pb::Assignment, device: DeviceSpec) -> Result<JobConfig, String> {
     let spec = assignment.spec.as_ref().ok_or("the assignment carries no job spec")?;
-    let mut config = JobConfig::from_spec(spec).map_err(|e| e.to_string())?;
+    let mut config = JobConfig::from_spec(spec).map_err(|e| dataprep::error_chain(&e))?;
     if assignment.world_size > 1 {
         return Err(format!(
             "job.workers is {}: data-parallel training needs the all-reduce between workers, which this worker does not have; run it with workers = 1",
@@ -167,20 +175,13 @@ fn run_job(config: &JobConfig, forward: Arc<Forward>, runtime: &Handle) -> Event
         }),
         Ok(Err(Error::Stopped { step })) => Event::Stopped(step),
         Ok(Err(e)) => Event::Failed(pb::Failure {
-            message: e.to_string(),
+            message: dataprep::error_chain(&e),
             retryable: retryable(&e),
         }),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
-            Event::Failed(pb::Failure {
-                message: format!("the trainer panicked: {what}"),
-                retryable: true,
-            })
-        }
+        Err(panic) => Event::Failed(pb::Failure {
+            message: dataprep::Error::panicked("the trainer", panic).to_string(),
+            retryable: true,
+        }),
     }
 }
 

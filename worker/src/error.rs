@@ -1,4 +1,6 @@
-//! The trainer's error type.
+//! The trainer's error type. As everywhere in gantry, an error's text says what failed in our
+//! words and its cause is its `source()`, not repeated in the text: show errors to people with
+//! [`dataprep::error_chain`] (or `{:#}` of `anyhow`).
 
 /// Everything that can stop a training job.
 #[derive(Debug, thiserror::Error)]
@@ -11,7 +13,7 @@ pub enum Error {
     #[error(transparent)]
     Data(#[from] dataprep::Error),
     /// libtorch reported an error.
-    #[error("libtorch: {0}")]
+    #[error("libtorch failed")]
     Torch(#[from] tch::TchError),
     /// A checkpoint is unusable.
     #[error("checkpoint {url}: {message}")]
@@ -22,7 +24,7 @@ pub enum Error {
         message: String,
     },
     /// A file of a checkpoint does not decode.
-    #[error("checkpoint {url}: {file}: {source}")]
+    #[error("checkpoint {url}: {file} does not decode")]
     CheckpointFile {
         /// The checkpoint folder.
         url: String,
@@ -32,7 +34,7 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Tensors could not be encoded as safetensors.
-    #[error("encoding tensors as safetensors: {0}")]
+    #[error("encoding tensors as safetensors failed")]
     Encode(#[source] safetensors::SafeTensorError),
     /// A loss became NaN or infinite.
     #[error("{metric} is {value} at step {step}; {last_good}")]

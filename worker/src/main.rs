@@ -127,7 +127,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", dataprep::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -275,7 +275,8 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         }
         let batch = match batches.blocking_next() {
             Some(batch) => batch?,
-            None => unreachable!("the training stream has no end"),
+            // The stream ends only when its runtime shuts down.
+            None => return Err(dataprep::Error::Interrupted.into()),
         };
         let real = images_to_tensor(&batch.pixels, batch.len as i64, size, channels, device);
         let labels = Tensor::from_slice(&batch.classes).to_device(device);
