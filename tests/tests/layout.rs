@@ -14,7 +14,8 @@ fn metadata() -> Value {
     serde_json::from_slice(&out.stdout).expect("cargo metadata is JSON")
 }
 
-/// The normal (not dev, not build) dependencies of a workspace package: (name, features).
+/// The normal (not dev, not build) dependencies of a workspace package: (name, features, whether
+/// default features are on).
 fn dependencies(metadata: &Value, package: &str) -> Vec<(String, Vec<String>, bool)> {
     let package = metadata["packages"]
         .as_array()
@@ -49,4 +50,19 @@ fn the_wire_contract_depends_on_no_crate_of_ours() {
         .filter(|name| name.starts_with("gantry-"))
         .collect();
     assert!(ours.is_empty(), "gantry-proto depends on {ours:?}");
+}
+
+#[test]
+fn the_libraries_do_not_compile_the_synthetic_dataset_generator() {
+    let metadata = metadata();
+    for package in ["gantry-job", "gantry-worker", "gantry-coordinator"] {
+        for (name, features, default) in dependencies(&metadata, package) {
+            if name == "gantry-dataprep" {
+                assert!(
+                    !default && !features.iter().any(|f| f == "synth"),
+                    "{package} builds gantry-dataprep with its synth feature (default features: {default}, features: {features:?})"
+                );
+            }
+        }
+    }
 }
