@@ -5,6 +5,7 @@
 #               at the book's settings (64x64, batch 128, width 128) unless overridden, e.g.
 #               deploy/bench.sh --image-size 32 --batch 32 --width 32 --steps 10
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$GANTRY_ROOT"
 deploy/bootstrap.sh >&2

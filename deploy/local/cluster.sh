@@ -9,6 +9,7 @@
 #      checkpoint, then `coordinator list`
 # Everything stops when the script ends. Outputs land under .gantry/cluster/.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=../env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
 cd "$GANTRY_ROOT"
 deploy/bootstrap.sh

@@ -9,6 +9,7 @@
 #   5. generate images per class and the label-swap grid from the final checkpoint
 # Everything lands under .gantry/demo/.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=../env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"
 cd "$GANTRY_ROOT"
 deploy/bootstrap.sh
