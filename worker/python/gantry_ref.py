@@ -1,8 +1,14 @@
 """PyTorch eager reference of gantry's conditional WGAN-GP (the seed's model and step).
 
 Used two ways:
-  python gantry_ref.py bench [--image-size 64] [--batch 128] [--steps 5] [--threads N] [--channels-last]
-      times full training steps exactly like `worker bench` and prints the same line;
+  python gantry_ref.py bench [--step plain|one-pass] [--image-size 64] [--batch 128] [--steps 5]
+                             [--threads N] [--channels-last]
+      times full training steps like `worker bench` and prints the same line. `--step plain`
+      (the default) is the book's step as a PyTorch user ports it: the critic called separately
+      on the fakes, the reals and the interpolates, the penalty by autograd.grad on the
+      interpolates only, fakes made under no_grad, torch.optim.Adam. `--step one-pass` is the
+      same maths with real, fake and interpolated images scored in one critic pass (gantry's
+      structure until the penalty's double backward was found to pay for all three);
   python gantry_ref.py check IN.safetensors OUT.safetensors
       loads weights and inputs written by the trainer's numerics test, recomputes the generator
       and critic outputs, the losses with the gradient penalty, and one Adam step of the critic,
@@ -105,8 +111,9 @@ def load_named(module, tensors):
             t.copy_(tensors[name])
 
 
-def critic_losses(critic, real, fake, alpha, onehot, gp_weight):
-    """The seed's critic loss, with real, fake and interpolated images in one critic pass."""
+def one_pass_critic_losses(critic, real, fake, alpha, onehot, gp_weight):
+    """The seed's critic loss, with real, fake and interpolated images in one critic pass (the
+    penalty's double backward then runs through all three)."""
     b = real.shape[0]
     x_hat = (real + alpha.view(b, 1, 1, 1) * (fake - real)).detach().requires_grad_(True)
     scores = critic(torch.cat([real, fake, x_hat]), torch.cat([onehot, onehot, onehot]))
@@ -118,14 +125,28 @@ def critic_losses(critic, real, fake, alpha, onehot, gp_weight):
     return c_wass + gp_weight * c_gp, c_wass, c_gp
 
 
-def train_step(generator, critic, g_opt, c_opt, real, onehot, z_dim, critic_steps=3, gp_weight=10.0):
+def critic_losses(critic, real, fake, alpha, onehot, gp_weight):
+    """The book's critic loss as a plain port writes it, and as gantry computes it: the critic
+    called on the fakes, then the reals, then the interpolates; the penalty's double backward
+    through the interpolated batch only."""
+    b = real.shape[0]
+    c_wass = critic(fake, onehot).mean() - critic(real, onehot).mean()
+    x_hat = (real + alpha.view(b, 1, 1, 1) * (fake - real)).detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat, onehot).sum(), x_hat, create_graph=True)
+    norm = (grad.square().sum(dim=(1, 2, 3)) + GP_EPSILON).sqrt()
+    c_gp = (norm - 1.0).square().mean()
+    return c_wass + gp_weight * c_gp, c_wass, c_gp
+
+
+def train_step(generator, critic, g_opt, c_opt, real, onehot, z_dim, critic_steps=3, gp_weight=10.0,
+               losses=critic_losses):
     b = real.shape[0]
     for _ in range(critic_steps):
         z = torch.randn(b, z_dim)
         with torch.no_grad():
             fake = generator(z, onehot)
         alpha = torch.rand(b)
-        c_loss, c_wass, c_gp = critic_losses(critic, real, fake, alpha, onehot, gp_weight)
+        c_loss, c_wass, c_gp = losses(critic, real, fake, alpha, onehot, gp_weight)
         c_opt.zero_grad(set_to_none=True)
         c_loss.backward()
         c_opt.step()
@@ -155,14 +176,15 @@ def bench(args):
         g_opt, c_opt = torch.optim.Adam(g.parameters(), **opt), torch.optim.Adam(c.parameters(), **opt)
         real = real.contiguous(memory_format=torch.channels_last)
     onehot = F.one_hot(torch.randint(2, (args.batch,)), 2).float()
+    losses = critic_losses if args.step == "plain" else one_pass_critic_losses
     for _ in range(args.warmup):
-        train_step(g, c, g_opt, c_opt, real, onehot, 32).tolist()
+        train_step(g, c, g_opt, c_opt, real, onehot, 32, losses=losses).tolist()
     start = time.perf_counter()
     for _ in range(args.steps):
-        train_step(g, c, g_opt, c_opt, real, onehot, 32).tolist()
+        train_step(g, c, g_opt, c_opt, real, onehot, 32, losses=losses).tolist()
     seconds = time.perf_counter() - start
     print(f"train_step images_per_sec={args.steps * args.batch / seconds:.2f} ms_per_step={seconds * 1000 / args.steps:.1f}"
-          f"  (pytorch {torch.__version__}, {torch.get_num_threads()} threads"
+          f"  (pytorch {torch.__version__}, {args.step} step, {torch.get_num_threads()} threads"
           f"{', channels-last' if args.channels_last else ''})")
 
 
@@ -207,6 +229,9 @@ def main():
     b.add_argument("--width", type=int, default=128)
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--channels-last", action="store_true", help="channels-last layout (as gantry uses)")
+    b.add_argument("--step", choices=["plain", "one-pass"], default="plain",
+                   help="plain: the book's step as a PyTorch user ports it; one-pass: real, fake and "
+                        "interpolated images in one critic pass")
     c = sub.add_parser("check")
     c.add_argument("input")
     c.add_argument("output")
