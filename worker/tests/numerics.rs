@@ -134,7 +134,10 @@ fn generator_critic_gradient_penalty_and_adam_match_pytorch() {
         // The score's bias cancels in mean C(fake) - mean C(real) and does not reach the input
         // gradient of the penalty: its gradient is exactly zero, so Adam leaves it in place.
         if name == "output.bias" {
-            assert!(moved == 0.0 && diff == 0.0, "{name} moved by {moved} (differs by {diff})");
+            assert!(
+                moved == 0.0 && diff == 0.0,
+                "{name} moved by {moved} (differs by {diff})"
+            );
             continue;
         }
         assert!(moved > 1e-5, "{name} did not move in the reference");
