@@ -6,7 +6,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 use crate::adam::AdamConfig;
-use crate::gan::{Gan, StepConfig};
+use crate::gan::{Gan, Phase, StepConfig};
 use crate::model::{ModelSpec, channels_last};
 
 /// Options of [`run`].
@@ -24,15 +24,19 @@ pub struct BenchOptions {
     pub width: i64,
     /// Device.
     pub device: Device,
+    /// Also time each [`Phase`] of the step (the device is synchronised at every phase's end).
+    pub profile: bool,
 }
 
 /// Result of [`run`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BenchResult {
     /// Real images consumed per second.
     pub images_per_sec: f64,
     /// Milliseconds per full step.
     pub ms_per_step: f64,
+    /// With `profile`: milliseconds per step spent in each phase, in step order.
+    pub phases: Vec<(Phase, f64)>,
 }
 
 impl std::fmt::Display for BenchResult {
@@ -41,7 +45,24 @@ impl std::fmt::Display for BenchResult {
             f,
             "train_step images_per_sec={:.2} ms_per_step={:.1}",
             self.images_per_sec, self.ms_per_step
-        )
+        )?;
+        let total: f64 = self.phases.iter().map(|(_, ms)| ms).sum();
+        for (phase, ms) in &self.phases {
+            write!(
+                f,
+                "\n  phase {:<18} ms_per_step={ms:>8.1} share={:>5.1}%",
+                phase.name(),
+                100.0 * ms / total.max(f64::MIN_POSITIVE)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the device's queued work (CUDA runs asynchronously; the CPU does not).
+fn synchronize(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
     }
 }
 
@@ -79,13 +100,32 @@ pub fn run(options: &BenchOptions) -> BenchResult {
     for _ in 0..options.warmup {
         Gan::read_metrics(&gan.step(&real, &labels));
     }
+    let mut spent = [0.0f64; Phase::ALL.len()];
     let started = Instant::now();
     for _ in 0..options.steps {
-        Gan::read_metrics(&gan.step(&real, &labels));
+        if options.profile {
+            synchronize(options.device);
+            let mut last = Instant::now();
+            let metrics = gan.marked_step(&real, &labels, |phase| {
+                synchronize(options.device);
+                let now = Instant::now();
+                spent[phase as usize] += (now - last).as_secs_f64();
+                last = now;
+            });
+            Gan::read_metrics(&metrics);
+        } else {
+            Gan::read_metrics(&gan.step(&real, &labels));
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let per_step = |s: f64| s * 1000.0 / options.steps as f64;
     BenchResult {
         images_per_sec: (options.steps as f64 * options.batch as f64) / seconds,
-        ms_per_step: seconds * 1000.0 / options.steps as f64,
+        ms_per_step: per_step(seconds),
+        phases: if options.profile {
+            Phase::ALL.iter().map(|&p| (p, per_step(spent[p as usize]))).collect()
+        } else {
+            Vec::new()
+        },
     }
 }

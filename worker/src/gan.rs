@@ -48,6 +48,57 @@ impl StepMetrics {
     }
 }
 
+/// The phases of a training step, in the order [`Gan::marked_step`] ends them (the first five
+/// once per critic update).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Latents, the fakes (generator forward without gradients) and the interpolation weights.
+    Fakes,
+    /// The critic's scores of the fakes and the reals (the Wasserstein term).
+    CriticScores,
+    /// The critic on the interpolates and the input gradient with its graph kept (the
+    /// penalty's first backward), the norm and the losses.
+    Penalty,
+    /// The critic's parameter gradients, through the penalty's graph (double backward).
+    CriticBackward,
+    /// Adam on the critic.
+    CriticAdam,
+    /// Generator and critic forward for the generator loss.
+    GeneratorForward,
+    /// The generator's parameter gradients.
+    GeneratorBackward,
+    /// Adam on the generator.
+    GeneratorAdam,
+}
+
+impl Phase {
+    /// Every phase, in step order.
+    pub const ALL: [Phase; 8] = [
+        Phase::Fakes,
+        Phase::CriticScores,
+        Phase::Penalty,
+        Phase::CriticBackward,
+        Phase::CriticAdam,
+        Phase::GeneratorForward,
+        Phase::GeneratorBackward,
+        Phase::GeneratorAdam,
+    ];
+
+    /// A short lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Fakes => "fakes",
+            Phase::CriticScores => "critic_scores",
+            Phase::Penalty => "penalty",
+            Phase::CriticBackward => "critic_backward",
+            Phase::CriticAdam => "critic_adam",
+            Phase::GeneratorForward => "generator_forward",
+            Phase::GeneratorBackward => "generator_backward",
+            Phase::GeneratorAdam => "generator_adam",
+        }
+    }
+}
+
 /// Step hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepConfig {
@@ -127,11 +178,24 @@ impl Gan {
         alpha: &Tensor,
         onehot: &Tensor,
     ) -> (Tensor, Tensor, Tensor) {
+        self.marked_critic_losses(real, fake, alpha, onehot, &mut |_| {})
+    }
+
+    /// [`Gan::critic_losses`], calling `mark` at the end of each of its phases.
+    fn marked_critic_losses(
+        &self,
+        real: &Tensor,
+        fake: &Tensor,
+        alpha: &Tensor,
+        onehot: &Tensor,
+        mark: &mut impl FnMut(Phase),
+    ) -> (Tensor, Tensor, Tensor) {
         let batch = real.size()[0];
         let alpha = alpha.view([batch, 1, 1, 1]);
         let x_hat = (real + &alpha * (fake - real)).detach().set_requires_grad(true);
         let c_wass_loss = self.critic.forward(fake, onehot, true).mean(Kind::Float)
             - self.critic.forward(real, onehot, true).mean(Kind::Float);
+        mark(Phase::CriticScores);
         let hat_scores = self.critic.forward(&x_hat, onehot, true);
         let grad = Tensor::run_backward(&[hat_scores.sum(Kind::Float)], &[&x_hat], true, true).remove(0);
         let norm = (grad
@@ -141,6 +205,7 @@ impl Gan {
             .sqrt();
         let c_gp = (norm - 1.0).square().mean(Kind::Float);
         let c_loss = &c_wass_loss + &c_gp * self.step_config.gp_weight;
+        mark(Phase::Penalty);
         (c_loss, c_wass_loss, c_gp)
     }
 
@@ -148,6 +213,12 @@ impl Gan {
     /// indices `[batch]`. Randomness comes from libtorch's global generator (seed it per step).
     /// Returns the metrics as a `[4]` tensor on the device (read it once, to avoid syncs).
     pub fn step(&mut self, real: &Tensor, classes: &Tensor) -> Tensor {
+        self.marked_step(real, classes, |_| {})
+    }
+
+    /// [`Gan::step`], calling `mark` at the end of each [`Phase`] (`worker bench --profile`
+    /// times them; the device must be synchronised there for the times to mean anything).
+    pub fn marked_step(&mut self, real: &Tensor, classes: &Tensor, mut mark: impl FnMut(Phase)) -> Tensor {
         let batch = real.size()[0];
         let onehot = one_hot(classes, self.spec.classes);
         let opts = (Kind::Float, self.device);
@@ -156,16 +227,22 @@ impl Gan {
             let z = Tensor::randn([batch, self.spec.z_dim], opts);
             let fake = tch::no_grad(|| self.generator.forward(&z, &onehot, true));
             let alpha = Tensor::rand([batch], opts);
-            let (c_loss, c_wass_loss, c_gp) = self.critic_losses(real, &fake, &alpha, &onehot);
+            mark(Phase::Fakes);
+            let (c_loss, c_wass_loss, c_gp) = self.marked_critic_losses(real, &fake, &alpha, &onehot, &mut mark);
             let grads = Tensor::run_backward(&[&c_loss], &self.c_opt.params(), false, false);
+            mark(Phase::CriticBackward);
             self.c_opt.step(&grads);
+            mark(Phase::CriticAdam);
             critic_metrics = Some([c_loss.detach(), c_wass_loss.detach(), c_gp.detach()]);
         }
         let z = Tensor::randn([batch, self.spec.z_dim], opts);
         let fake = self.generator.forward(&z, &onehot, true);
         let g_loss = -self.critic.forward(&fake, &onehot, true).mean(Kind::Float);
+        mark(Phase::GeneratorForward);
         let grads = Tensor::run_backward(&[&g_loss], &self.g_opt.params(), false, false);
+        mark(Phase::GeneratorBackward);
         self.g_opt.step(&grads);
+        mark(Phase::GeneratorAdam);
         let [c_loss, c_wass_loss, c_gp] = critic_metrics.expect("at least one critic step");
         Tensor::stack(&[c_loss, c_wass_loss, c_gp, g_loss.detach()], 0)
     }
@@ -247,4 +324,47 @@ fn copy_into(vs: &nn::VarStore, named: &HashMap<String, Tensor>) -> Result<(), S
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_gan() -> Gan {
+        let spec = ModelSpec {
+            image_size: 8,
+            channels: 3,
+            classes: 2,
+            z_dim: 4,
+            width: 4,
+            dropout: 0.3,
+        };
+        let adam = AdamConfig {
+            lr: 1e-3,
+            beta1: 0.5,
+            beta2: 0.9,
+            eps: 1e-7,
+        };
+        let step = StepConfig {
+            critic_steps: 2,
+            gp_weight: 10.0,
+        };
+        Gan::new(spec, Device::Cpu, adam, step, 7)
+    }
+
+    #[test]
+    fn a_marked_step_ends_every_phase_in_order_and_computes_the_same_step() {
+        let real = Tensor::rand([4, 3, 8, 8], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        let classes = Tensor::from_slice(&[0i64, 1, 1, 0]);
+        let (mut plain, mut marked) = (small_gan(), small_gan());
+        tch::manual_seed(3);
+        let expected = Gan::read_metrics(&plain.step(&real, &classes));
+        let mut phases = Vec::new();
+        tch::manual_seed(3);
+        let metrics = Gan::read_metrics(&marked.marked_step(&real, &classes, |p| phases.push(p)));
+        assert_eq!(metrics, expected);
+        let critic = &Phase::ALL[..5];
+        let wanted: Vec<Phase> = [critic, critic, &Phase::ALL[5..]].concat();
+        assert_eq!(phases, wanted);
+    }
 }

@@ -90,6 +90,10 @@ enum Command {
         /// CPU threads for libtorch (0: libtorch's default).
         #[arg(long, default_value_t = 0)]
         threads: i32,
+        /// Also print the time of each phase of the step (generator forward, critic scores,
+        /// penalty, backward, Adam).
+        #[arg(long)]
+        profile: bool,
     },
     /// Join a coordinator's pool and run the jobs it assigns until stopped (SIGTERM or Ctrl-C
     /// stop the running job within one step, report it, and exit).
@@ -225,6 +229,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             width,
             device,
             threads,
+            profile,
         } => {
             if threads > 0 {
                 tch::set_num_threads(threads);
@@ -237,6 +242,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 warmup,
                 width,
                 device,
+                profile,
             };
             println!("{}", worker::bench::run(&options));
         }
