@@ -6,19 +6,51 @@
 #               gantry's malloc setting), and the same maths in one critic pass; at the book's
 #               settings (64x64, batch 128, width 128) unless overridden, e.g.
 #               deploy/bench.sh --image-size 32 --batch 64 --width 64 --steps 10
+# --repeat N runs the trainer lines N times, alternating (gantry, references, gantry, ...), and
+# prints each one's median images/s after the runs.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$GANTRY_ROOT"
 deploy/bootstrap.sh >&2
-args=("$@")
+repeat=1
+args=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --repeat) repeat=$2; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
 [ ${#args[@]} -gt 0 ] || args=(--steps 3 --warmup 1)
 echo "machine: $(nproc) cores"
 "$GANTRY_BIN/dataprep" bench --count 4000 --size 64 2>/dev/null
-echo -n "gantry   "; "$GANTRY_BIN/worker" bench --device cpu "${args[@]}"
 ref=(.venv/bin/python worker/python/gantry_ref.py bench)
 # worker::keep_freed_memory's setting, through glibc's environment variables.
 keep_freed=(env MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647)
-echo -n "pytorch  "; "${ref[@]}" --step plain "${args[@]}"
-echo -n "pytorch  "; "${keep_freed[@]}" "${ref[@]}" --step plain "${args[@]}" | sed 's/)$/, malloc keeps freed memory)/'
-echo -n "pytorch  "; "${ref[@]}" --step one-pass --channels-last "${args[@]}"
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+for ((round = 1; round <= repeat; round++)); do
+  {
+    echo "gantry   $("$GANTRY_BIN/worker" bench --device cpu "${args[@]}")"
+    echo "pytorch  $("${ref[@]}" --step plain "${args[@]}")"
+    echo "pytorch  $("${keep_freed[@]}" "${ref[@]}" --step plain "${args[@]}" | sed 's/)$/, malloc keeps freed memory)/')"
+    echo "pytorch  $("${ref[@]}" --step one-pass --channels-last "${args[@]}")"
+  } | tee -a "$results"
+done
+if [ "$repeat" -gt 1 ]; then
+  echo "medians of $repeat alternating runs:"
+  .venv/bin/python - "$results" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    m = re.search(r"images_per_sec=([0-9.]+)", line)
+    if m:
+        name = re.sub(r"train_step images_per_sec=\S+ ms_per_step=\S+\s*", "", line.strip())
+        runs.setdefault(name, []).append(float(m.group(1)))
+base = None
+for name, values in runs.items():
+    median = statistics.median(values)
+    base = base or median
+    print(f"  {median:8.2f} images/s  (gantry / this: {base / median:.2f}x)  {name}")
+PY
+fi
