@@ -34,3 +34,11 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }
+
+/// Serialises the unit tests that seed libtorch's global generator and then draw from it (tests
+/// run on parallel threads, and the generator is process-wide).
+#[cfg(test)]
+pub(crate) fn global_generator_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
