@@ -273,7 +273,7 @@ impl Critic {
         let image_channels = images.size()[1];
         for (i, ((conv, act, _), (pre, mask))) in self.blocks.iter().zip(tape).enumerate().rev() {
             if let Some(mask) = mask {
-                grad = grad * mask;
+                grad = grad.g_mul(&mask);
             }
             grad = pre.leaky_relu_backward(&grad, act.0, false);
             // The first block's label planes are constant: only the image channels' slice.
