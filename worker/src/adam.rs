@@ -89,7 +89,7 @@ impl Adam {
         tch::no_grad(|| {
             for (param, view) in params.iter_mut().zip(&flat_params.views) {
                 let mut view = view.shallow_clone();
-                let _ = view.copy_(param);
+                view.copy_(param);
                 param.set_data(&view);
             }
         });
@@ -126,7 +126,7 @@ impl Adam {
         assert_eq!(grads.len(), self.params.len(), "one gradient per parameter");
         tch::no_grad(|| {
             for (view, grad) in self.grads.views.iter_mut().zip(grads) {
-                let _ = view.copy_(grad);
+                view.copy_(grad);
             }
         });
     }
@@ -199,8 +199,8 @@ impl Adam {
         tch::no_grad(|| {
             let views = self.m.views.iter_mut().zip(self.v.views.iter_mut());
             for ((m, v), pair) in views.zip(loaded.chunks(2)) {
-                let _ = m.copy_(pair[0]);
-                let _ = v.copy_(pair[1]);
+                m.copy_(pair[0]);
+                v.copy_(pair[1]);
             }
         });
         self.step = step.to_kind(Kind::Int64).int64_value(&[0]);
