@@ -140,17 +140,17 @@ def critic_losses(critic, real, fake, alpha, onehot, gp_weight):
 
 def train_step(generator, critic, g_opt, c_opt, real, onehot, z_dim, critic_steps=3, gp_weight=10.0,
                losses=critic_losses):
-    b = real.shape[0]
+    b, device = real.shape[0], real.device
     for _ in range(critic_steps):
-        z = torch.randn(b, z_dim)
+        z = torch.randn(b, z_dim, device=device)
         with torch.no_grad():
             fake = generator(z, onehot)
-        alpha = torch.rand(b)
+        alpha = torch.rand(b, device=device)
         c_loss, c_wass, c_gp = losses(critic, real, fake, alpha, onehot, gp_weight)
         c_opt.zero_grad(set_to_none=True)
         c_loss.backward()
         c_opt.step()
-    z = torch.randn(b, z_dim)
+    z = torch.randn(b, z_dim, device=device)
     for p in critic.parameters():
         p.requires_grad_(False)
     g_loss = -critic(generator(z, onehot), onehot).mean()
@@ -165,17 +165,20 @@ def train_step(generator, critic, g_opt, c_opt, real, onehot, z_dim, critic_step
 def bench(args):
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    g = Generator(args.image_size, 3, 2, 32, args.width)
-    c = Critic(args.image_size, 3, 2, args.width, 0.3)
+    g = Generator(args.image_size, 3, 2, 32, args.width).to(device)
+    c = Critic(args.image_size, 3, 2, args.width, 0.3).to(device)
     opt = dict(lr=5e-5, betas=(0.5, 0.9), eps=1e-7)
     g_opt, c_opt = torch.optim.Adam(g.parameters(), **opt), torch.optim.Adam(c.parameters(), **opt)
-    real = torch.rand(args.batch, 3, args.image_size, args.image_size) * 2 - 1
+    real = torch.rand(args.batch, 3, args.image_size, args.image_size, device=device) * 2 - 1
     if args.channels_last:
         g, c = g.to(memory_format=torch.channels_last), c.to(memory_format=torch.channels_last)
         g_opt, c_opt = torch.optim.Adam(g.parameters(), **opt), torch.optim.Adam(c.parameters(), **opt)
         real = real.contiguous(memory_format=torch.channels_last)
-    onehot = F.one_hot(torch.randint(2, (args.batch,)), 2).float()
+    onehot = F.one_hot(torch.randint(2, (args.batch,)), 2).float().to(device)
     losses = critic_losses if args.step == "plain" else one_pass_critic_losses
     for _ in range(args.warmup):
         train_step(g, c, g_opt, c_opt, real, onehot, 32, losses=losses).tolist()
@@ -184,8 +187,9 @@ def bench(args):
         train_step(g, c, g_opt, c_opt, real, onehot, 32, losses=losses).tolist()
     seconds = time.perf_counter() - start
     print(f"train_step images_per_sec={args.steps * args.batch / seconds:.2f} ms_per_step={seconds * 1000 / args.steps:.1f}"
-          f"  (pytorch {torch.__version__}, {args.step} step, {torch.get_num_threads()} threads"
-          f"{', channels-last' if args.channels_last else ''})")
+          f"  (pytorch {torch.__version__}, {args.step} step, "
+          f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}"
+          f"{', channels-last' if args.channels_last else ''}{', cudnn.benchmark' if args.cudnn_benchmark else ''})")
 
 
 def check(args):
@@ -229,6 +233,8 @@ def main():
     b.add_argument("--width", type=int, default=128)
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--channels-last", action="store_true", help="channels-last layout (as gantry uses)")
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    b.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its algorithms (as gantry does)")
     b.add_argument("--step", choices=["plain", "one-pass"], default="plain",
                    help="plain: the book's step as a PyTorch user ports it; one-pass: real, fake and "
                         "interpolated images in one critic pass")

@@ -138,6 +138,11 @@ impl Gan {
     /// Builds both networks with weights drawn from `seed` (on the CPU, so every device starts
     /// from the same weights), then moves them to `device`.
     pub fn new(spec: ModelSpec, device: Device, adam: AdamConfig, step_config: StepConfig, seed: u64) -> Self {
+        if device.is_cuda() {
+            // A job's shapes never change: let cuDNN time its algorithms once per shape and keep
+            // the fastest (process-wide; PyTorch leaves it off by default).
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
         tch::manual_seed(seed as i64);
         let mut g_vs = nn::VarStore::new(Device::Cpu);
         let mut c_vs = nn::VarStore::new(Device::Cpu);
