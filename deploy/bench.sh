@@ -6,6 +6,8 @@
 #               gantry's malloc setting), and the same maths in one critic pass; at the book's
 #               settings (64x64, batch 128, width 128) unless overridden, e.g.
 #               deploy/bench.sh --image-size 32 --batch 64 --width 64 --steps 10
+#               On a GPU node, --device cuda runs both on the GPU (the PyTorch lines then also
+#               with cudnn.benchmark, which gantry sets).
 # --repeat N runs the trainer lines N times, alternating (gantry, references, gantry, ...), and
 # prints each one's median images/s after the runs.
 set -euo pipefail
@@ -14,27 +16,32 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$GANTRY_ROOT"
 deploy/bootstrap.sh >&2
 repeat=1
+device=cpu
 args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --repeat) repeat=$2; shift 2 ;;
+    --device) device=$2; shift 2 ;;
     *) args+=("$1"); shift ;;
   esac
 done
 [ ${#args[@]} -gt 0 ] || args=(--steps 3 --warmup 1)
 echo "machine: $(nproc) cores"
 "$GANTRY_BIN/dataprep" bench --count 4000 --size 64 2>/dev/null
-ref=(.venv/bin/python worker/python/gantry_ref.py bench)
+ref=(.venv/bin/python worker/python/gantry_ref.py bench --device "$device")
 # worker::keep_freed_memory's setting, through glibc's environment variables.
 keep_freed=(env MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647)
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 for ((round = 1; round <= repeat; round++)); do
   {
-    echo "gantry   $("$GANTRY_BIN/worker" bench --device cpu "${args[@]}")"
+    echo "gantry   $("$GANTRY_BIN/worker" bench --device "$device" "${args[@]}")"
     echo "pytorch  $("${ref[@]}" --step plain "${args[@]}")"
     echo "pytorch  $("${keep_freed[@]}" "${ref[@]}" --step plain "${args[@]}" | sed 's/)$/, malloc keeps freed memory)/')"
     echo "pytorch  $("${ref[@]}" --step one-pass --channels-last "${args[@]}")"
+    if [ "$device" != cpu ]; then
+      echo "pytorch  $("${ref[@]}" --step plain --cudnn-benchmark "${args[@]}")"
+    fi
   } | tee -a "$results"
 done
 if [ "$repeat" -gt 1 ]; then
