@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything gantry needs on a fresh machine with cargo and python3, then builds the
 # release binaries. Idempotent: a second run only rebuilds what changed.
-#   .venv/            torch==2.11.0 (libtorch for tch) and the Python test helpers
+#   .venv/            torch==2.11.0 (libtorch for tch) and the Python test helpers; with a CUDA
+#                     torch, the CUDA headers its wheels leave out (the worker's NCCL shim)
+#   libgloo-dev       gloo's headers, for the worker's collectives shim (Debian package; root)
 #   target/release/   dataprep, worker, coordinator (binaries find libtorch through their rpath;
 #                     deploy/dist.sh packs the worker for machines without this checkout)
 set -euo pipefail
@@ -59,6 +61,64 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: installing deploy/requirements.txt into .venv (torch is about 5 GB the first time)"
   .venv/bin/pip install --disable-pip-version-check --quiet -r deploy/requirements.txt
   echo "$want" > "$stamp"
+fi
+
+# The worker's collectives shim (worker/build.rs) compiles against libtorch's c10d headers.
+# Its Gloo side also needs gloo's own headers, which the torch wheel does not ship: the Debian
+# package libgloo-dev has them (only the headers are used; libtorch carries its own gloo).
+gloo_folders=()
+[ -z "${GANTRY_GLOO_INCLUDE:-}" ] || IFS=: read -r -a gloo_folders <<< "$GANTRY_GLOO_INCLUDE"
+gloo_folders+=(/usr/local/include /usr/include)
+have_gloo() {
+  local folder
+  for folder in "${gloo_folders[@]}"; do [ -f "$folder/gloo/algorithm.h" ] && return 0; done
+  return 1
+}
+if ! have_gloo; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing libgloo-dev (gloo's headers, for the worker's collectives)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq libgloo-dev >/dev/null 2>&1 || {
+      apt-get update -qq && apt-get install -y -qq libgloo-dev >/dev/null
+    }
+  fi
+  if ! have_gloo; then
+    echo "bootstrap: gloo's headers (gloo/algorithm.h) are missing and cannot be installed here" \
+      "(that needs root and apt-get): as root, run 'apt-get install libgloo-dev'; or set" \
+      "GANTRY_GLOO_INCLUDE to a folder holding gloo/ (gloo's source tree, configured)" >&2
+    exit 1
+  fi
+fi
+
+# Its NCCL side, with a CUDA torch: the CUDA runtime's headers come with the torch wheel's
+# nvidia-* dependencies, except crt/ and nv/target, which CUDA 13 moved into wheels of their own.
+# Without them the worker still builds, with Gloo only (worker/build.rs says so).
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ -f "$site/torch/lib/libtorch_cuda.so" ]; then
+  cuda_folders=()
+  [ -z "${GANTRY_CUDA_INCLUDE:-}" ] || IFS=: read -r -a cuda_folders <<< "$GANTRY_CUDA_INCLUDE"
+  cuda_folders+=("$site"/nvidia/*/include "${CUDA_HOME:-/usr/local/cuda}/include")
+  have_cuda_header() {
+    local folder
+    for folder in "${cuda_folders[@]}"; do [ -e "$folder/$1" ] && return 0; done
+    return 1
+  }
+  if ! have_cuda_header crt/host_config.h || ! have_cuda_header nv/target; then
+    torch_cuda=$(sed -n "s/^cuda: .* = '\([0-9.]*\)'.*/\1/p" "$site/torch/version.py")
+    case $torch_cuda in
+      # The releases of the CUDA 13.0 toolkit whose runtime the torch wheel pins.
+      13.0) headers=(nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85) ;;
+      *) headers=() ;;
+    esac
+    if [ ${#headers[@]} -gt 0 ]; then
+      echo "bootstrap: installing the CUDA $torch_cuda headers torch's wheels leave out (${headers[*]})"
+      .venv/bin/pip install --disable-pip-version-check --quiet --no-deps "${headers[@]}"
+    else
+      echo "bootstrap: torch is built for CUDA ${torch_cuda:-?}, for which this script knows no header" \
+        "wheels: the worker builds without NCCL unless CUDA_HOME or GANTRY_CUDA_INCLUDE points to" \
+        "CUDA's include folder" >&2
+    fi
+  fi
 fi
 
 echo "bootstrap: building release binaries"

@@ -6,11 +6,14 @@
 //!   [`checkpoint`]s, sample grids and metrics); [`samples`]: grids and `worker generate`.
 //! - [`agent`]: `worker serve`, which runs a coordinator's assignments with [`train`].
 //! - [`bench`]: step throughput; [`device`]: device parsing and the node check.
+//! - [`collective`]: the gradient exchange between ranks (c10d's Gloo and NCCL through a C++
+//!   shim), its rendezvous, `worker collective-check` and `worker bench-allreduce`.
 
 pub mod adam;
 pub mod agent;
 pub mod bench;
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod device;
 mod error;

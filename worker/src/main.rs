@@ -115,6 +115,50 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: DeviceSpec,
     },
+    /// Run one rank of a checked exchange between processes (all-reduce, broadcast, barrier):
+    /// every rank verifies its results exactly and prints JSON lines (rank 0 first prints its
+    /// store's port, useful with --address HOST:0).
+    CollectiveCheck {
+        #[command(flatten)]
+        group: GroupArgs,
+        /// Device of the tensors: cpu (Gloo) or cuda:N (NCCL).
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// A fault to play instead of taking part (for tests of the peers' failures).
+        #[arg(long, value_enum, default_value_t = worker::collective::check::Fault::None, hide = true)]
+        fault: worker::collective::check::Fault,
+    },
+    /// Measure all-reduce bus bandwidth between 2, 3 and 4 processes on loopback, beside a plain
+    /// memory copy.
+    BenchAllreduce {
+        /// Group sizes to measure.
+        #[arg(long, value_delimiter = ',', default_value = "2,3,4")]
+        ranks: Vec<usize>,
+        /// Buffer sizes, MiB of f32.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+        sizes_mib: Vec<usize>,
+        /// libtorch threads per process (each rank and the copy).
+        #[arg(long, default_value_t = 1)]
+        threads: i32,
+        /// MiB all-reduced per size and group (at least 3 timed exchanges).
+        #[arg(long, default_value_t = 512)]
+        budget_mib: usize,
+        /// Seconds a rank waits for its peers.
+        #[arg(long, default_value_t = 60.0)]
+        timeout_s: f64,
+        /// Run as this rank of a benchmark group (started by the benchmark itself).
+        #[arg(long, hide = true, requires_all = ["world_size", "address", "secret"])]
+        rank: Option<usize>,
+        /// Size of the group this rank belongs to.
+        #[arg(long, hide = true)]
+        world_size: Option<usize>,
+        /// Rank 0's store address.
+        #[arg(long, hide = true)]
+        address: Option<String>,
+        /// The group's secret.
+        #[arg(long, hide = true)]
+        secret: Option<String>,
+    },
     /// Report what libtorch sees (whether its CUDA backend is loaded, CUDA devices, threads) and
     /// run one small product on the automatic device, as JSON.
     Device {
@@ -122,6 +166,52 @@ enum Command {
         #[arg(long)]
         require_cuda: bool,
     },
+}
+
+/// Where a rank of a collective group meets its peers.
+#[derive(Debug, clap::Args)]
+struct GroupArgs {
+    /// Rank 0's store, HOST:PORT (rank 0 listens there; port 0: any free port).
+    #[arg(long)]
+    address: String,
+    /// This process's rank.
+    #[arg(long)]
+    rank: usize,
+    /// Number of ranks.
+    #[arg(long)]
+    world_size: usize,
+    /// Job name (namespaces the store).
+    #[arg(long, default_value = "collective-check")]
+    job: String,
+    /// Attempt of the job.
+    #[arg(long, default_value_t = 0)]
+    attempt: u32,
+    /// Secret shared by the ranks of the attempt.
+    #[arg(long, env = "GANTRY_GROUP_SECRET")]
+    secret: String,
+    /// Address this rank's Gloo transport listens on (default: this host's name, else loopback).
+    #[arg(long)]
+    bind_host: Option<String>,
+    /// Seconds to wait for peers (store, group, each collective, the barrier).
+    #[arg(long, default_value_t = 60.0)]
+    timeout_s: f64,
+}
+
+impl GroupArgs {
+    fn spec(self, device: tch::Device) -> anyhow::Result<worker::collective::GroupSpec> {
+        let mut spec = worker::collective::GroupSpec::new(
+            self.address,
+            self.rank,
+            self.world_size,
+            self.job,
+            self.attempt,
+            self.secret,
+            device,
+        );
+        spec.bind_host = self.bind_host;
+        spec.timeout = worker::collective::check::timeout_from_secs(self.timeout_s)?;
+        Ok(spec)
+    }
 }
 
 fn main() -> ExitCode {
@@ -266,6 +356,51 @@ fn run(command: Command) -> anyhow::Result<()> {
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(worker::agent::serve(options, shutdown_signal()))?;
+        }
+        Command::CollectiveCheck { group, device, fault } => {
+            let device = worker::device::resolve(device)?;
+            let spec = group.spec(device)?;
+            worker::collective::check::run(&spec, fault, &mut std::io::stdout())?;
+        }
+        Command::BenchAllreduce {
+            ranks,
+            sizes_mib,
+            threads,
+            budget_mib,
+            timeout_s,
+            rank,
+            world_size,
+            address,
+            secret,
+        } => {
+            let timeout = worker::collective::check::timeout_from_secs(timeout_s)?;
+            if let (Some(rank), Some(world_size), Some(address), Some(secret)) = (rank, world_size, address, secret) {
+                tch::set_num_threads(threads);
+                let mut spec = worker::collective::GroupSpec::new(
+                    address,
+                    rank,
+                    world_size,
+                    "bench-allreduce",
+                    0,
+                    secret,
+                    tch::Device::Cpu,
+                );
+                spec.bind_host = Some("127.0.0.1".to_string());
+                spec.timeout = timeout;
+                worker::collective::bench::run_rank(&spec, &sizes_mib, budget_mib, &mut std::io::stdout())?;
+            } else {
+                let options = worker::collective::bench::BenchOptions {
+                    ranks,
+                    sizes_mib,
+                    threads,
+                    budget_mib,
+                    timeout,
+                };
+                print!(
+                    "{}",
+                    worker::collective::bench::run(&std::env::current_exe()?, &options)?
+                );
+            }
         }
         Command::Device { require_cuda } => {
             let report = worker::device::probe();
