@@ -129,8 +129,11 @@ pub struct TrainConfig {
     pub sample_rows: i64,
     /// `auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`.
     pub device: DeviceSpec,
-    /// CPU threads for libtorch (0: all cores).
+    /// CPU threads for libtorch (0: all cores, divided among the ranks on one host).
     pub threads: i32,
+    /// Seconds a rank waits for its peers (the rendezvous, each gradient exchange) before the
+    /// gang fails.
+    pub collective_timeout_s: f64,
 }
 
 /// `[output]`
@@ -195,6 +198,7 @@ impl Default for TrainConfig {
             sample_rows: 8,
             device: DeviceSpec::Auto,
             threads: 0,
+            collective_timeout_s: 60.0,
         }
     }
 }
@@ -341,6 +345,12 @@ impl JobConfig {
         if t.sample_rows < 1 {
             p.push(format!("train.sample_rows is {}, expected at least 1", t.sample_rows));
         }
+        if !(t.collective_timeout_s.is_finite() && t.collective_timeout_s > 0.0) {
+            p.push(format!(
+                "train.collective_timeout_s is {}, expected a positive number of seconds",
+                t.collective_timeout_s
+            ));
+        }
         if t.threads < 0 {
             p.push(format!(
                 "train.threads is {}, expected 0 (all cores) or more",
@@ -466,6 +476,7 @@ impl JobConfig {
                 sample_rows: s.sample_rows.unwrap_or(t.sample_rows),
                 device: parse_or(&mut problems, "train.device", s.device.as_deref(), t.device),
                 threads: s.threads.unwrap_or(t.threads),
+                collective_timeout_s: s.collective_timeout_s.unwrap_or(t.collective_timeout_s),
             },
             None => t,
         };
@@ -539,6 +550,7 @@ impl From<&JobConfig> for pb::JobSpec {
                 sample_rows: Some(t.sample_rows),
                 device: Some(t.device.to_string()),
                 threads: Some(t.threads),
+                collective_timeout_s: Some(t.collective_timeout_s),
             }),
             output: Some(pb::OutputSpec {
                 url: c.output.url.clone(),

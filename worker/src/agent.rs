@@ -162,8 +162,8 @@ fn job_of(assignment: &pb::Assignment, device: DeviceSpec) -> Result<JobConfig, 
 /// Trains a job to its end; the event that says how it ended.
 fn run_job(config: &JobConfig, forward: Arc<Forward>, runtime: &Handle) -> Event {
     let options = TrainOptions {
-        progress: false,
         observer: Some(forward),
+        ..TrainOptions::default()
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         crate::train::train(config, &options, runtime)

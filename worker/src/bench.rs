@@ -6,6 +6,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 use crate::adam::AdamConfig;
+use crate::collective::{self, Collective};
 use crate::gan::{Gan, Phase, StepConfig};
 use crate::model::{ModelSpec, channels_last};
 
@@ -66,8 +67,9 @@ fn synchronize(device: Device) {
     }
 }
 
-/// Times `steps` training steps after `warmup` untimed ones.
-pub fn run(options: &BenchOptions) -> BenchResult {
+/// Times `steps` training steps after `warmup` untimed ones, on this rank of `ranks` (the
+/// batch is this rank's share).
+pub fn run(options: &BenchOptions, ranks: &mut dyn Collective) -> collective::Result<BenchResult> {
     let spec = ModelSpec {
         image_size: options.image_size,
         channels: 3,
@@ -98,7 +100,7 @@ pub fn run(options: &BenchOptions) -> BenchResult {
         channels_last(&(Tensor::rand([options.batch, 3, options.image_size, options.image_size], opts) * 2.0 - 1.0));
     let labels = Tensor::randint(2, [options.batch], (Kind::Int64, options.device));
     for _ in 0..options.warmup {
-        Gan::read_metrics(&gan.step(&real, &labels));
+        Gan::read_metrics(&gan.step(&real, &labels, ranks)?);
     }
     let mut spent = [0.0f64; Phase::ALL.len()];
     let started = Instant::now();
@@ -106,20 +108,20 @@ pub fn run(options: &BenchOptions) -> BenchResult {
         if options.profile {
             synchronize(options.device);
             let mut last = Instant::now();
-            let metrics = gan.marked_step(&real, &labels, |phase| {
+            let metrics = gan.marked_step(&real, &labels, ranks, |phase| {
                 synchronize(options.device);
                 let now = Instant::now();
                 spent[phase as usize] += (now - last).as_secs_f64();
                 last = now;
-            });
+            })?;
             Gan::read_metrics(&metrics);
         } else {
-            Gan::read_metrics(&gan.step(&real, &labels));
+            Gan::read_metrics(&gan.step(&real, &labels, ranks)?);
         }
     }
     let seconds = started.elapsed().as_secs_f64();
     let per_step = |s: f64| s * 1000.0 / options.steps as f64;
-    BenchResult {
+    Ok(BenchResult {
         images_per_sec: (options.steps as f64 * options.batch as f64) / seconds,
         ms_per_step: per_step(seconds),
         phases: if options.profile {
@@ -127,5 +129,5 @@ pub fn run(options: &BenchOptions) -> BenchResult {
         } else {
             Vec::new()
         },
-    }
+    })
 }

@@ -45,6 +45,13 @@ pub struct TrainState {
     pub metrics: Option<StepMetrics>,
     /// The resolved job config.
     pub config: JobConfig,
+    /// Data-parallel ranks of the run that wrote it (1 for checkpoints from before ranks).
+    #[serde(default = "one_rank")]
+    pub world_size: u64,
+}
+
+fn one_rank() -> u64 {
+    1
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -131,6 +138,11 @@ pub fn from_safetensors(bytes: &[u8], url: &str, file: &str) -> Result<HashMap<S
 
 fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// The URL of step `step`'s checkpoint folder under `output` (what [`save`] returns).
+pub fn folder_url(output: &Location, step: u64) -> String {
+    output.join(CHECKPOINTS).join(&folder_name(step)).url().to_string()
 }
 
 /// Writes a checkpoint for `state.step` under `output`; returns its folder URL.

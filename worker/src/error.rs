@@ -15,6 +15,9 @@ pub enum Error {
     /// libtorch reported an error.
     #[error("libtorch failed")]
     Torch(#[from] tch::TchError),
+    /// The exchange with the other ranks of a data-parallel run failed.
+    #[error(transparent)]
+    Collective(#[from] crate::collective::Error),
     /// A checkpoint is unusable.
     #[error("checkpoint {url}: {message}")]
     Checkpoint {

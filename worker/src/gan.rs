@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::adam::{Adam, AdamConfig};
+use crate::collective::{self, Collective};
 use crate::model::{Critic, Generator, ModelSpec, channels_last, one_hot};
 
 /// Epsilon inside the gradient norm's square root (the book has none: NaN at zero gradient).
@@ -49,7 +50,7 @@ impl StepMetrics {
     }
 }
 
-/// The phases of a training step, in the order [`Gan::marked_step`] ends them (the first five
+/// The phases of a training step, in the order [`Gan::marked_step`] ends them (the first six
 /// once per critic update).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -62,28 +63,38 @@ pub enum Phase {
     Penalty,
     /// The critic's parameter gradients, through the scores and the input gradient.
     CriticBackward,
+    /// The critic's gradients averaged across data-parallel ranks (nothing with one rank).
+    CriticExchange,
     /// Adam on the critic.
     CriticAdam,
     /// Generator and critic forward for the generator loss.
     GeneratorForward,
     /// The generator's parameter gradients.
     GeneratorBackward,
-    /// Adam on the generator.
+    /// The generator's gradients averaged across ranks.
+    GeneratorExchange,
+    /// Adam on the generator; then rank 0's BatchNorm statistics to every rank and the metrics
+    /// averaged.
     GeneratorAdam,
 }
 
 impl Phase {
     /// Every phase, in step order.
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Fakes,
         Phase::CriticScores,
         Phase::Penalty,
         Phase::CriticBackward,
+        Phase::CriticExchange,
         Phase::CriticAdam,
         Phase::GeneratorForward,
         Phase::GeneratorBackward,
+        Phase::GeneratorExchange,
         Phase::GeneratorAdam,
     ];
+
+    /// How many of [`Phase::ALL`] repeat per critic update.
+    pub const CRITIC: usize = 6;
 
     /// A short lowercase name.
     pub fn name(self) -> &'static str {
@@ -92,9 +103,11 @@ impl Phase {
             Phase::CriticScores => "critic_scores",
             Phase::Penalty => "penalty",
             Phase::CriticBackward => "critic_backward",
+            Phase::CriticExchange => "critic_exchange",
             Phase::CriticAdam => "critic_adam",
             Phase::GeneratorForward => "generator_forward",
             Phase::GeneratorBackward => "generator_backward",
+            Phase::GeneratorExchange => "generator_exchange",
             Phase::GeneratorAdam => "generator_adam",
         }
     }
@@ -215,30 +228,37 @@ impl Gan {
     }
 
     /// One training step on real images in [-1, 1] `[batch, channels, size, size]` with class
-    /// indices `[batch]`. Randomness comes from libtorch's global generator (seed it per step).
+    /// indices `[batch]`: this rank's share of the global batch. Randomness comes from
+    /// libtorch's global generator (seed it per step and rank). Every optimiser update uses the
+    /// gradients averaged over `ranks` (the gradient penalty's included), so all ranks take the
+    /// same update; after it every rank holds rank 0's BatchNorm running statistics (DDP's
+    /// choice), and the metrics are averaged too, so a NaN on one rank is a NaN on all.
     /// Returns the metrics as a `[4]` tensor on the device (read it once, to avoid syncs).
-    pub fn step(&mut self, real: &Tensor, classes: &Tensor) -> Tensor {
-        self.marked_step(real, classes, |_| {})
+    pub fn step(&mut self, real: &Tensor, classes: &Tensor, ranks: &mut dyn Collective) -> collective::Result<Tensor> {
+        self.marked_step(real, classes, ranks, |_| {})
     }
 
     /// [`Gan::step`], calling `mark` at the end of each [`Phase`] (`worker bench --profile`
     /// times them; the device must be synchronised there for the times to mean anything).
-    pub fn marked_step(&mut self, real: &Tensor, classes: &Tensor, mut mark: impl FnMut(Phase)) -> Tensor {
+    pub fn marked_step(
+        &mut self,
+        real: &Tensor,
+        classes: &Tensor,
+        ranks: &mut dyn Collective,
+        mut mark: impl FnMut(Phase),
+    ) -> collective::Result<Tensor> {
         let batch = real.size()[0];
         let onehot = one_hot(classes, self.spec.classes);
         let opts = (Kind::Float, self.device);
         let mut critic_metrics = None;
         for _ in 0..self.step_config.critic_steps {
-            let z = Tensor::randn([batch, self.spec.z_dim], opts);
-            let fake = tch::no_grad(|| self.generator.forward(&z, &onehot, true));
-            let alpha = Tensor::rand([batch], opts);
-            mark(Phase::Fakes);
-            let (c_loss, c_wass_loss, c_gp) = self.marked_critic_losses(real, &fake, &alpha, &onehot, &mut mark);
-            let grads = Tensor::run_backward(&[&c_loss], &self.c_opt.params(), false, false);
-            mark(Phase::CriticBackward);
-            self.c_opt.step(&grads);
+            let (grads, losses) = self.marked_critic_gradients(real, &onehot, &mut mark);
+            self.c_opt.load_gradients(&grads);
+            ranks.all_reduce_mean(&[self.c_opt.gradients()])?;
+            mark(Phase::CriticExchange);
+            self.c_opt.update();
             mark(Phase::CriticAdam);
-            critic_metrics = Some([c_loss.detach(), c_wass_loss.detach(), c_gp.detach()]);
+            critic_metrics = Some(losses);
         }
         let z = Tensor::randn([batch, self.spec.z_dim], opts);
         let fake = self.generator.forward(&z, &onehot, true);
@@ -246,10 +266,78 @@ impl Gan {
         mark(Phase::GeneratorForward);
         let grads = Tensor::run_backward(&[&g_loss], &self.g_opt.params(), false, false);
         mark(Phase::GeneratorBackward);
-        self.g_opt.step(&grads);
-        mark(Phase::GeneratorAdam);
+        self.g_opt.load_gradients(&grads);
+        ranks.all_reduce_mean(&[self.g_opt.gradients()])?;
+        mark(Phase::GeneratorExchange);
+        self.g_opt.update();
+        if ranks.world_size() > 1 {
+            ranks.broadcast(&self.batch_norm_statistics().iter().collect::<Vec<_>>(), 0)?;
+        }
         let [c_loss, c_wass_loss, c_gp] = critic_metrics.expect("at least one critic step");
-        Tensor::stack(&[c_loss, c_wass_loss, c_gp, g_loss.detach()], 0)
+        let metrics = Tensor::stack(&[c_loss, c_wass_loss, c_gp, g_loss.detach()], 0);
+        ranks.all_reduce_mean(&[&metrics])?;
+        mark(Phase::GeneratorAdam);
+        Ok(metrics)
+    }
+
+    /// One critic update's gradients on this rank's batch, one per critic parameter in the
+    /// optimiser's order, and its `[c_loss, c_wass_loss, c_gp]`: latents, interpolation weights
+    /// and dropout masks drawn from libtorch's global generator, as [`Gan::step`] draws them.
+    pub fn critic_gradients(&self, real: &Tensor, onehot: &Tensor) -> (Vec<Tensor>, [Tensor; 3]) {
+        self.marked_critic_gradients(real, onehot, &mut |_| {})
+    }
+
+    fn marked_critic_gradients(
+        &self,
+        real: &Tensor,
+        onehot: &Tensor,
+        mark: &mut impl FnMut(Phase),
+    ) -> (Vec<Tensor>, [Tensor; 3]) {
+        let batch = real.size()[0];
+        let opts = (Kind::Float, self.device);
+        let z = Tensor::randn([batch, self.spec.z_dim], opts);
+        let fake = tch::no_grad(|| self.generator.forward(&z, onehot, true));
+        let alpha = Tensor::rand([batch], opts);
+        mark(Phase::Fakes);
+        let (c_loss, c_wass_loss, c_gp) = self.marked_critic_losses(real, &fake, &alpha, onehot, mark);
+        let grads = Tensor::run_backward(&[&c_loss], &self.c_opt.params(), false, false);
+        mark(Phase::CriticBackward);
+        (grads, [c_loss.detach(), c_wass_loss.detach(), c_gp.detach()])
+    }
+
+    /// The generator's BatchNorm running means and variances.
+    fn batch_norm_statistics(&self) -> Vec<Tensor> {
+        let mut named: Vec<(String, Tensor)> = self
+            .g_vs
+            .variables()
+            .into_iter()
+            .filter(|(name, _)| name.ends_with(".running_mean") || name.ends_with(".running_var"))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Makes every rank's weights, BatchNorm statistics and optimiser moments rank 0's (at the
+    /// start of a run and after a resume).
+    pub fn broadcast_from_rank0(&mut self, ranks: &mut dyn Collective) -> collective::Result<()> {
+        if ranks.world_size() == 1 {
+            return Ok(());
+        }
+        // HashMap order differs between processes: every rank must list the same tensors in the
+        // same order.
+        let mut named: Vec<(String, Tensor)> = self
+            .generator_tensors()
+            .into_iter()
+            .map(|(n, t)| (format!("g.{n}"), t))
+            .collect();
+        named.extend(self.critic_tensors().into_iter().map(|(n, t)| (format!("c.{n}"), t)));
+        named.extend(
+            self.optimizer_tensors()
+                .into_iter()
+                .filter(|(name, _)| !name.ends_with(".step")),
+        );
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        ranks.broadcast(&named.iter().map(|(_, t)| t).collect::<Vec<_>>(), 0)
     }
 
     /// Reads a metrics tensor from [`Gan::step`].
@@ -334,6 +422,7 @@ fn copy_into(vs: &nn::VarStore, named: &HashMap<String, Tensor>) -> Result<(), S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collective::Single;
 
     fn small_gan() -> Gan {
         let spec = ModelSpec {
@@ -364,13 +453,17 @@ mod tests {
         let classes = Tensor::from_slice(&[0i64, 1, 1, 0]);
         let (mut plain, mut marked) = (small_gan(), small_gan());
         tch::manual_seed(3);
-        let expected = Gan::read_metrics(&plain.step(&real, &classes));
+        let expected = Gan::read_metrics(&plain.step(&real, &classes, &mut Single).unwrap());
         let mut phases = Vec::new();
         tch::manual_seed(3);
-        let metrics = Gan::read_metrics(&marked.marked_step(&real, &classes, |p| phases.push(p)));
+        let metrics = Gan::read_metrics(
+            &marked
+                .marked_step(&real, &classes, &mut Single, |p| phases.push(p))
+                .unwrap(),
+        );
         assert_eq!(metrics, expected);
-        let critic = &Phase::ALL[..5];
-        let wanted: Vec<Phase> = [critic, critic, &Phase::ALL[5..]].concat();
+        let critic = &Phase::ALL[..Phase::CRITIC];
+        let wanted: Vec<Phase> = [critic, critic, &Phase::ALL[Phase::CRITIC..]].concat();
         assert_eq!(phases, wanted);
     }
 }

@@ -42,6 +42,26 @@ enum Command {
         /// Override train.seed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Run as this rank of a data-parallel group of --world-size processes (each started
+        /// the same way with its own rank), meeting at --rendezvous.
+        #[arg(long, requires_all = ["world_size", "rendezvous", "secret"])]
+        rank: Option<usize>,
+        /// Ranks in the group (job.workers must say the same).
+        #[arg(long, requires = "rank")]
+        world_size: Option<usize>,
+        /// Rank 0's rendezvous store, HOST:PORT: rank 0 listens there, the others connect.
+        #[arg(long, requires = "rank")]
+        rendezvous: Option<String>,
+        /// Shared by the group's processes only; a process without it cannot join.
+        #[arg(long, env = "GANTRY_GROUP_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Address this rank's Gloo transport listens on and its peers dial (default: this host's
+        /// name, else loopback).
+        #[arg(long, requires = "rank")]
+        bind_host: Option<String>,
+        /// Ranks of the group on this host: with train.threads = 0 they share its cores.
+        #[arg(long, default_value_t = 1)]
+        ranks_on_host: usize,
     },
     /// Generate images for chosen classes from a checkpoint.
     Generate {
@@ -237,6 +257,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             data,
             batch_size,
             seed,
+            rank,
+            world_size,
+            rendezvous,
+            secret,
+            bind_host,
+            ranks_on_host,
         } => {
             let mut job = JobConfig::from_file(&config)?;
             if let Some(steps) = steps {
@@ -257,8 +283,24 @@ fn run(command: Command) -> anyhow::Result<()> {
             if let Some(seed) = seed {
                 job.train.seed = seed;
             }
+            let mut options = worker::train::TrainOptions::from_terminal();
+            options.ranks_on_host = ranks_on_host;
+            if let (Some(rank), Some(world_size), Some(address), Some(secret)) = (rank, world_size, rendezvous, secret)
+            {
+                let name = if job.job.name.is_empty() {
+                    "local"
+                } else {
+                    job.job.name.as_str()
+                };
+                let mut spec =
+                    worker::collective::GroupSpec::new(address, rank, world_size, name, 0, secret, tch::Device::Cpu);
+                spec.bind_host = bind_host;
+                // Only rank 0 draws a progress bar.
+                options.progress &= rank == 0;
+                options.group = Some(spec);
+            }
             let runtime = training_runtime()?;
-            let summary = worker::train::train(&job, &worker::train::TrainOptions::from_terminal(), runtime.handle())?;
+            let summary = worker::train::train(&job, &options, runtime.handle())?;
             if summary.steps == summary.resumed_from {
                 println!(
                     "already at step {} (train.steps); nothing to train; checkpoint {}",
@@ -334,7 +376,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 device,
                 profile,
             };
-            println!("{}", worker::bench::run(&options));
+            println!("{}", worker::bench::run(&options, &mut worker::collective::Single)?);
         }
         Command::Serve {
             coordinator,

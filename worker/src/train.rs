@@ -13,6 +13,7 @@ use tokio::runtime::Handle;
 
 use crate::adam::AdamConfig;
 use crate::checkpoint::{self, TrainState};
+use crate::collective::{self, Collective, GroupSpec, Single};
 use crate::config::JobConfig;
 use crate::gan::{Gan, StepConfig, StepMetrics};
 use crate::model::ModelSpec;
@@ -105,6 +106,10 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Progress hooks and the stop signal.
     pub observer: Option<Arc<dyn Observer>>,
+    /// This process's place in a data-parallel group; None: the only rank.
+    pub group: Option<GroupSpec>,
+    /// Ranks of the group on this host (they share its cores when `train.threads` is 0).
+    pub ranks_on_host: usize,
 }
 
 impl std::fmt::Debug for TrainOptions {
@@ -112,6 +117,8 @@ impl std::fmt::Debug for TrainOptions {
         f.debug_struct("TrainOptions")
             .field("progress", &self.progress)
             .field("observer", &self.observer.is_some())
+            .field("group", &self.group)
+            .field("ranks_on_host", &self.ranks_on_host)
             .finish()
     }
 }
@@ -121,7 +128,7 @@ impl TrainOptions {
     pub fn from_terminal() -> Self {
         Self {
             progress: std::io::stderr().is_terminal(),
-            observer: None,
+            ..Self::default()
         }
     }
 }
@@ -165,11 +172,16 @@ pub fn images_to_tensor(pixels: &[u8], batch: i64, size: i64, channels: i64, dev
     (x.permute([0, 3, 1, 2]).to_kind(Kind::Float) - 127.5) / 127.5
 }
 
-/// The per-step random seed: everything random in step `step` depends on (seed, step) only, so
-/// a resumed run draws exactly what an uninterrupted one would.
-pub fn step_seed(seed: u64, step: u64) -> i64 {
-    dataprep::reader::mix(&[seed, step, 0x57E9]) as i64
+/// The per-step random seed of a rank: everything random in step `step` on rank `rank`
+/// (latents, interpolation weights, dropout) depends on (seed, step, rank) only, so a resumed
+/// run draws exactly what an uninterrupted one would.
+pub fn step_seed(seed: u64, step: u64, rank: usize) -> i64 {
+    dataprep::reader::mix(&[seed, step, 0x57E9, rank as u64]) as i64
 }
+
+/// How long ranks wait at the barrier after work only rank 0 does (checkpoints, samples): a
+/// slow bucket must not fail a healthy gang.
+pub const RANK0_WORK_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// Runs a job to `train.steps`, resuming from the latest checkpoint in the output if there is one.
 /// Blocks the calling thread, which must not be one of `runtime`'s: storage I/O and the data
@@ -180,9 +192,36 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
     let dataset = runtime.block_on(Dataset::open(&config.data.url))?;
     let classes = config.check_dataset(&dataset)?;
     let device = crate::device::resolve(config.train.device)?;
-    if config.train.threads > 0 {
-        tch::set_num_threads(config.train.threads);
+    let threads = match config.train.threads {
+        0 if options.ranks_on_host > 1 => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / options.ranks_on_host).max(1) as i32
+        }
+        n => n,
+    };
+    if threads > 0 {
+        tch::set_num_threads(threads);
     }
+    let mut ranks: Box<dyn Collective> = match &options.group {
+        Some(spec) => {
+            let mut spec = spec.clone();
+            spec.device = device;
+            spec.timeout = std::time::Duration::from_secs_f64(config.train.collective_timeout_s);
+            collective::connect(&spec)?
+        }
+        None => Box::new(Single),
+    };
+    let (rank, world_size) = (ranks.rank(), ranks.world_size());
+    if world_size != config.job.workers as usize {
+        return Err(gantry_job::JobError::Invalid {
+            problems: vec![format!(
+                "job.workers is {} but {world_size} rank(s) run it",
+                config.job.workers
+            )],
+        }
+        .into());
+    }
+    let rank_batch = config.train.batch_size / world_size as i64;
     let channels = i64::from(dataset.manifest().image.channels);
     let mut gan = build_gan(config, channels, classes.len() as i64, device);
 
@@ -198,6 +237,13 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
             url: ckpt.url.clone(),
             message,
         };
+        if ckpt.state.world_size != world_size as u64 {
+            // Each rank's data position and randomness depend on the world size.
+            return Err(bad(format!(
+                "written by a run of {} rank(s), and this run has {world_size}; resume with job.workers = {} or use a new output.url",
+                ckpt.state.world_size, ckpt.state.world_size
+            )));
+        }
         gan.load_generator(&ckpt.generator).map_err(bad)?;
         gan.load_critic(&ckpt.critic).map_err(bad)?;
         gan.load_optimizers(&ckpt.optimizer).map_err(bad)?;
@@ -215,17 +261,22 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         last_checkpoint = Some(ckpt.url);
     }
     let resumed_from = step;
+    gan.broadcast_from_rank0(ranks.as_mut())?;
     let observer: Arc<dyn Observer> = options.observer.clone().unwrap_or_else(|| Arc::new(Unobserved));
-    runtime.block_on(output.put(CONFIG_FILE, config.to_toml().into_bytes()))?;
+    // Rank 0 alone writes the job's output.
+    let writer = rank == 0;
+    if writer {
+        runtime.block_on(output.put(CONFIG_FILE, config.to_toml().into_bytes()))?;
+    }
 
     let loader = dataset.loader(LoaderOptions {
         split: Some(config.data.split),
-        batch_size: config.train.batch_size as usize,
+        batch_size: rank_batch as usize,
         seed: config.train.seed,
         shuffle: true,
         shuffle_window: config.data.shuffle_window,
-        rank: 0,
-        world_size: 1,
+        rank,
+        world_size,
         prefetch: 4,
         condition: Some(config.data.condition.clone()),
     })?;
@@ -248,6 +299,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
             classes: classes.names.clone(),
             metrics,
             config: config.clone(),
+            world_size: world_size as u64,
         };
         let files = vec![
             (
@@ -280,8 +332,8 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         };
         let real = images_to_tensor(&batch.pixels, batch.len as i64, size, channels, device);
         let labels = Tensor::from_slice(&batch.classes).to_device(device);
-        tch::manual_seed(step_seed(config.train.seed, step + 1));
-        let m = Gan::read_metrics(&gan.step(&real, &labels));
+        tch::manual_seed(step_seed(config.train.seed, step + 1, rank));
+        let m = Gan::read_metrics(&gan.step(&real, &labels, ranks.as_mut())?);
         step += 1;
         position = batch.next;
         if let Some((metric, value)) = m.non_finite() {
@@ -298,8 +350,8 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
             });
         }
         metrics = Some(m);
-        let images_per_sec =
-            ((step - resumed_from) as f64 * batch.len as f64) / started.elapsed().as_secs_f64().max(1e-9);
+        let images_per_sec = ((step - resumed_from) as f64 * (batch.len * world_size) as f64)
+            / started.elapsed().as_secs_f64().max(1e-9);
         let line = metrics_line(step, batch.epoch, &m, images_per_sec);
         lines.push(serde_json::to_string(&line).expect("metrics serialise"));
         observer.step(&line);
@@ -323,17 +375,28 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         }
         let every = |n: u64| n > 0 && step.is_multiple_of(n);
         let last = step == total;
-        if every(config.train.sample_every) || last {
+        let sample = every(config.train.sample_every) || last;
+        let keep = every(config.train.checkpoint_every) || last;
+        if writer && sample {
             let png = samples::label_swap_grid(&gan, &latents, &classes.names);
             let name = format!("samples/{}.png", checkpoint::folder_name(step));
             runtime.block_on(output.put(&name, png))?;
         }
-        if every(config.train.checkpoint_every) || last {
-            runtime.block_on(output.put(METRICS_FILE, (lines.join("\n") + "\n").into_bytes()))?;
-            let url = save(&gan, step, position, metrics)?;
-            tracing::info!(step, checkpoint = %url, "checkpoint written");
+        if keep {
+            let url = if writer {
+                runtime.block_on(output.put(METRICS_FILE, (lines.join("\n") + "\n").into_bytes()))?;
+                let url = save(&gan, step, position, metrics)?;
+                tracing::info!(step, checkpoint = %url, "checkpoint written");
+                url
+            } else {
+                checkpoint::folder_url(&output, step)
+            };
             observer.checkpoint(step, &url);
             last_checkpoint = Some(url);
+        }
+        if world_size > 1 && (sample || keep) {
+            // The others wait here, not in the next exchange, while rank 0 writes.
+            ranks.barrier(RANK0_WORK_WAIT)?;
         }
     }
     bar.finish_and_clear();
@@ -341,6 +404,8 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         ((step - resumed_from) as f64 * config.train.batch_size as f64) / started.elapsed().as_secs_f64().max(1e-9);
     let checkpoint = match last_checkpoint {
         Some(url) => url,
+        // A run resumed at its last step: its checkpoint is there already.
+        None if !writer => checkpoint::folder_url(&output, step),
         None => save(&gan, step, position, metrics)?,
     };
     let nan = StepMetrics {
