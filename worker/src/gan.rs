@@ -305,6 +305,13 @@ impl Gan {
         (grads, [c_loss.detach(), c_wass_loss.detach(), c_gp.detach()])
     }
 
+    /// `grads` (from [`Gan::critic_gradients`]) as one flat tensor, in the order the ranks
+    /// exchange them (a copy of the optimiser's gradient buffer).
+    pub fn flat_critic_gradients(&mut self, grads: &[Tensor]) -> Tensor {
+        self.c_opt.load_gradients(grads);
+        self.c_opt.gradients().copy()
+    }
+
     /// The generator's BatchNorm running means and variances.
     fn batch_norm_statistics(&self) -> Vec<Tensor> {
         let mut named: Vec<(String, Tensor)> = self

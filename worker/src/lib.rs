@@ -6,6 +6,8 @@
 //!   [`checkpoint`]s, sample grids and metrics); [`samples`]: grids and `worker generate`.
 //! - [`agent`]: `worker serve`, which runs a coordinator's assignments with [`train`].
 //! - [`bench`]: step throughput; [`device`]: device parsing and the node check.
+//! - [`collective`]: the gradient exchange between data-parallel ranks (c10d);
+//!   [`parallel_check`]: its guarantees, computed by real processes for the tests.
 //! - [`collective`]: the gradient exchange between ranks (c10d's Gloo and NCCL through a C++
 //!   shim), its rendezvous, `worker collective-check` and `worker bench-allreduce`.
 
@@ -19,6 +21,7 @@ pub mod device;
 mod error;
 pub mod gan;
 pub mod model;
+pub mod parallel_check;
 pub mod samples;
 pub mod train;
 

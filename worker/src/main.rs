@@ -148,6 +148,22 @@ enum Command {
         #[arg(long, value_enum, default_value_t = worker::collective::check::Fault::None, hide = true)]
         fault: worker::collective::check::Fault,
     },
+    /// Compute, as one rank of a data-parallel group on the CPU (or alone with --reference),
+    /// what data-parallel training guarantees, and write it as safetensors (for the tests).
+    #[command(hide = true)]
+    ParallelCheck {
+        #[command(flatten)]
+        group: GroupArgs,
+        /// Full training steps to take; 0: one critic update's averaged gradients.
+        #[arg(long, default_value_t = 0)]
+        steps: u64,
+        /// Compute the mean of the world's gradients in this one process instead of joining.
+        #[arg(long)]
+        reference: bool,
+        /// Where to write the tensors.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Measure all-reduce bus bandwidth between 2, 3 and 4 processes on loopback, beside a plain
     /// memory copy.
     BenchAllreduce {
@@ -398,6 +414,29 @@ fn run(command: Command) -> anyhow::Result<()> {
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(worker::agent::serve(options, shutdown_signal()))?;
+        }
+        Command::ParallelCheck {
+            group,
+            steps,
+            reference,
+            out,
+        } => {
+            tch::set_num_threads(1);
+            let tensors = if reference {
+                let world_size = group.world_size;
+                std::collections::HashMap::from([(
+                    "critic_gradient".to_string(),
+                    worker::parallel_check::reference_gradient(world_size),
+                )])
+            } else {
+                let check = match steps {
+                    0 => worker::parallel_check::Check::Gradient,
+                    n => worker::parallel_check::Check::Steps(n),
+                };
+                let mut ranks = worker::collective::connect(&group.spec(tch::Device::Cpu)?)?;
+                worker::parallel_check::run(check, ranks.as_mut())?
+            };
+            std::fs::write(&out, worker::checkpoint::to_safetensors(tensors.iter())?)?;
         }
         Command::CollectiveCheck { group, device, fault } => {
             let device = worker::device::resolve(device)?;

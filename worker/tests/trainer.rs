@@ -6,5 +6,6 @@ mod util;
 mod artifacts;
 mod bad_input;
 mod numerics;
+mod parallel;
 mod quality;
 mod resume;
