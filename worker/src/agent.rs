@@ -1,8 +1,19 @@
 //! `worker serve`: the agent that joins a coordinator's pool. It registers (device, address),
-//! heartbeats, runs each assignment with [`train`](crate::train::train) on a training thread,
-//! streams the run's start, metrics, checkpoints and end back, and stops a run within one step
-//! when told to. When the coordinator restarts, the agent registers again under the same id and
-//! says what it is running, so the job carries on.
+//! heartbeats, runs each assignment's attempt in a child process of its own, streams the run's
+//! start, metrics, checkpoints and end back, and stops a run within one step when told to. When
+//! the coordinator restarts, the agent registers again under the same id and says what it is
+//! running, so the job carries on.
+//!
+//! The child is the worker binary itself (`worker attempt`, hidden), as torchrun's agent runs
+//! its ranks: a stop order, a peer lost mid-collective, an abort inside libtorch or an
+//! out-of-memory kill ends the child, never the agent, which reports how the child ended (its
+//! exit status or signal and its last error). The pipes between them:
+//! - agent -> child stdin: the [`pb::Assignment`], length-delimited; then one byte per stop
+//!   order. The child stops when stdin closes too, and the kernel kills it when the agent dies,
+//!   `kill -9` included (`PR_SET_PDEATHSIG`), so no orphan keeps a GPU or a collective port;
+//! - child stdout -> agent: [`pb::WorkerEvent`]s, length-delimited;
+//! - child stderr -> agent: the child's log lines (JSON), logged again by the agent with the
+//!   job, attempt and rank.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -22,6 +33,7 @@ use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::Error;
+use crate::collective::GroupSpec;
 use crate::train::{MetricsLine, Observer, TrainOptions};
 
 /// How the agent reaches its coordinator and presents itself.
@@ -40,6 +52,8 @@ pub struct AgentOptions {
     pub device: DeviceSpec,
     /// Host name, for people.
     pub hostname: String,
+    /// The worker binary, run as `worker attempt` for each assignment.
+    pub program: PathBuf,
 }
 
 /// Why the agent could not run.
@@ -74,11 +88,29 @@ struct Run {
     job_id: String,
     attempt: u32,
     rank: u32,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
     step: Arc<AtomicU64>,
     events: mpsc::UnboundedReceiver<pb::WorkerEvent>,
     /// The training thread sent its last event.
     ended: bool,
+}
+
+/// Stop orders for a run's child process.
+struct Stop {
+    ordered: AtomicBool,
+    orders: mpsc::UnboundedSender<()>,
+}
+
+impl Stop {
+    /// Orders the run to stop; whether this is the first order.
+    fn order(&self) -> bool {
+        let first = !self.ordered.swap(true, Ordering::Relaxed);
+        if first {
+            // A closed channel means the child has already ended.
+            let _ = self.orders.send(());
+        }
+        first
+    }
 }
 
 impl Run {
@@ -147,24 +179,32 @@ fn retryable(e: &Error) -> bool {
 fn job_of(assignment: &pb::Assignment, device: DeviceSpec) -> Result<JobConfig, String> {
     let spec = assignment.spec.as_ref().ok_or("the assignment carries no job spec")?;
     let mut config = JobConfig::from_spec(spec).map_err(|e| dataprep::error_chain(&e))?;
-    if assignment.world_size > 1 {
-        return Err(format!(
-            "job.workers is {}: data-parallel training needs the all-reduce between workers, which this worker does not have; run it with workers = 1",
-            assignment.world_size
-        ));
-    }
     if config.train.device == DeviceSpec::Auto {
         config.train.device = device;
     }
     Ok(config)
 }
 
-/// Trains a job to its end; the event that says how it ended.
-fn run_job(config: &JobConfig, forward: Arc<Forward>, runtime: &Handle) -> Event {
-    let options = TrainOptions {
+/// Trains a job to its end as this attempt's rank; the event that says how it ended.
+fn run_job(config: &JobConfig, assignment: &pb::Assignment, forward: Arc<Forward>, runtime: &Handle) -> Event {
+    let mut options = TrainOptions {
         observer: Some(forward),
         ..TrainOptions::default()
     };
+    if assignment.world_size > 1 {
+        match GroupSpec::from_assignment(assignment, tch::Device::Cpu) {
+            Ok(spec) => {
+                options.ranks_on_host = ranks_on_host(assignment);
+                options.group = Some(spec);
+            }
+            Err(e) => {
+                return Event::Failed(pb::Failure {
+                    message: dataprep::error_chain(&e),
+                    retryable: false,
+                });
+            }
+        }
+    }
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         crate::train::train(config, &options, runtime)
     }));
@@ -185,43 +225,278 @@ fn run_job(config: &JobConfig, forward: Arc<Forward>, runtime: &Handle) -> Event
     }
 }
 
-/// Starts an assignment on a training thread; its I/O runs on the agent's runtime.
-fn start(assignment: &pb::Assignment, device: DeviceSpec) -> Run {
-    let runtime = Handle::current();
+/// Ranks of the assignment whose address names the same host as this rank's.
+fn ranks_on_host(assignment: &pb::Assignment) -> usize {
+    let host = |address: &str| address.rsplit_once(':').map_or(address, |(h, _)| h).to_string();
+    let own = assignment.peers.get(assignment.rank as usize).map(|a| host(a));
+    assignment.peers.iter().filter(|a| Some(host(a)) == own).count().max(1)
+}
+
+/// Starts an assignment's attempt in a child process, supervised on the agent's runtime.
+fn start(assignment: &pb::Assignment, options: &AgentOptions) -> Run {
     let (tx, rx) = mpsc::unbounded_channel();
-    let stop = Arc::new(AtomicBool::new(false));
+    let (orders, stop_orders) = mpsc::unbounded_channel();
     let step = Arc::new(AtomicU64::new(0));
-    let forward = Forward {
-        events: tx,
-        stop: stop.clone(),
-        step: step.clone(),
+    let ids = RunIds {
+        job_id: assignment.job_id.clone(),
+        attempt: assignment.attempt,
+        rank: assignment.rank,
     };
-    let job = job_of(assignment, device);
-    let job_id = assignment.job_id.clone();
-    tracing::info!(job_id = %job_id, attempt = assignment.attempt, rank = assignment.rank, "assignment started");
-    std::thread::Builder::new()
-        .name(format!("train-{job_id}"))
-        .spawn(move || {
-            let forward = Arc::new(forward);
-            let end = match job {
-                Err(message) => Event::Failed(pb::Failure {
-                    message,
-                    retryable: false,
-                }),
-                Ok(config) => run_job(&config, forward.clone(), &runtime),
-            };
-            forward.send(end);
-        })
-        .expect("spawn the training thread");
+    tracing::info!(job_id = %ids.job_id, attempt = ids.attempt, rank = ids.rank, "assignment started");
+    let child = tokio::process::Command::new(&options.program)
+        .args(["--log-format", "json", "attempt", "--device", &options.device.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let supervisor = supervise(child, assignment.clone(), ids, tx.clone(), step.clone(), stop_orders);
+    tokio::spawn(supervisor);
     Run {
         job_id: assignment.job_id.clone(),
         attempt: assignment.attempt,
         rank: assignment.rank,
-        stop,
+        stop: Stop {
+            ordered: AtomicBool::new(false),
+            orders,
+        },
         step,
         events: rx,
         ended: false,
     }
+}
+
+/// Which run a child belongs to, for its log lines.
+#[derive(Debug, Clone)]
+struct RunIds {
+    job_id: String,
+    attempt: u32,
+    rank: u32,
+}
+
+/// Feeds the child its assignment and stop orders, forwards its events and log lines, and when
+/// it ends without saying how, reports how it died.
+async fn supervise(
+    child: std::io::Result<tokio::process::Child>,
+    assignment: pb::Assignment,
+    ids: RunIds,
+    events: mpsc::UnboundedSender<pb::WorkerEvent>,
+    step: Arc<AtomicU64>,
+    mut stop_orders: mpsc::UnboundedReceiver<()>,
+) {
+    use prost::Message;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+    let send = |event: Event| {
+        let _ = events.send(pb::WorkerEvent { event: Some(event) });
+    };
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            send(Event::Failed(pb::Failure {
+                message: format!("starting the training process failed: {e}"),
+                retryable: true,
+            }));
+            return;
+        }
+    };
+    let (Some(mut stdin), Some(mut stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        unreachable!("all three pipes were requested");
+    };
+    let last_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let relay = tokio::spawn(relay_log(stderr, ids.clone(), last_error.clone()));
+    // A child that died before reading its assignment shows in its exit status below.
+    let _ = stdin.write_all(&assignment.encode_length_delimited_to_vec()).await;
+    let mut ended = false;
+    let mut orders_open = true;
+    loop {
+        tokio::select! {
+            frame = read_frame(&mut stdout) => match frame {
+                Some(Ok(event)) => {
+                    match &event.event {
+                        Some(Event::Metrics(m)) => step.store(m.step, Ordering::Relaxed),
+                        Some(Event::Started(s)) => step.store(*s, Ordering::Relaxed),
+                        Some(Event::Finished(_) | Event::Failed(_) | Event::Stopped(_)) => ended = true,
+                        _ => {}
+                    }
+                    let _ = events.send(event);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(job_id = %ids.job_id, attempt = ids.attempt, rank = ids.rank, error = %e, "unreadable event from the training process");
+                }
+                None => break,
+            },
+            order = stop_orders.recv(), if orders_open => match order {
+                Some(()) => {
+                    let _ = stdin.write_all(b"s").await;
+                    let _ = stdin.flush().await;
+                }
+                None => orders_open = false,
+            },
+        }
+    }
+    drop(stdin);
+    let status = child.wait().await;
+    let _ = relay.await;
+    let how = match &status {
+        Ok(status) => describe_exit(*status),
+        Err(e) => format!("could not be waited for ({e})"),
+    };
+    tracing::info!(job_id = %ids.job_id, attempt = ids.attempt, rank = ids.rank, ended = %how, "training process ended");
+    if !ended {
+        let last = last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        send(Event::Failed(pb::Failure {
+            message: match last {
+                Some(error) => format!("the training process {how}; its last error: {error}"),
+                None => format!("the training process {how}"),
+            },
+            retryable: true,
+        }));
+    }
+
+    /// The next length-delimited event; None at the end of the stream.
+    async fn read_frame(stdout: &mut tokio::process::ChildStdout) -> Option<Result<pb::WorkerEvent, String>> {
+        let mut length = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = stdout.read_u8().await.ok()?;
+            length |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut bytes = vec![0u8; length as usize];
+        stdout.read_exact(&mut bytes).await.ok()?;
+        Some(pb::WorkerEvent::decode(bytes.as_slice()).map_err(|e| e.to_string()))
+    }
+
+    /// Logs the child's lines again with the run's ids; keeps the last error's text.
+    async fn relay_log(stderr: tokio::process::ChildStderr, ids: RunIds, last_error: Arc<std::sync::Mutex<Option<String>>>) {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let parsed: Option<serde_json::Value> = serde_json::from_str(&line).ok();
+            let level = parsed.as_ref().and_then(|v| v["level"].as_str()).unwrap_or("ERROR").to_string();
+            let message = parsed
+                .as_ref()
+                .and_then(|v| v["fields"]["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| line.clone());
+            let fields = parsed
+                .as_ref()
+                .and_then(|v| v["fields"].as_object())
+                .map(|f| {
+                    f.iter()
+                        .filter(|(k, _)| k.as_str() != "message")
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let (job_id, attempt, rank) = (&ids.job_id, ids.attempt, ids.rank);
+            match level.as_str() {
+                "ERROR" => {
+                    *last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message.clone());
+                    tracing::error!(job_id = %job_id, attempt, rank, fields = %fields, "{message}");
+                }
+                "WARN" => tracing::warn!(job_id = %job_id, attempt, rank, fields = %fields, "{message}"),
+                "DEBUG" | "TRACE" => tracing::debug!(job_id = %job_id, attempt, rank, fields = %fields, "{message}"),
+                _ => tracing::info!(job_id = %job_id, attempt, rank, fields = %fields, "{message}"),
+            }
+        }
+    }
+}
+
+/// `exited with status 1`, `was killed by signal 9 (SIGKILL)`.
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    match status.signal() {
+        Some(signal) => {
+            let name = match signal {
+                libc::SIGKILL => " (SIGKILL: killed, for instance by the out-of-memory killer)",
+                libc::SIGABRT => " (SIGABRT: aborted)",
+                libc::SIGSEGV => " (SIGSEGV: invalid memory access)",
+                libc::SIGTERM => " (SIGTERM)",
+                libc::SIGBUS => " (SIGBUS)",
+                _ => "",
+            };
+            format!("was killed by signal {signal}{name}")
+        }
+        None => format!("ended ({status})"),
+    }
+}
+
+/// `worker attempt`: runs one attempt in this process, the child of a `worker serve` agent
+/// (see the module documentation for the pipes). Returns when the attempt has ended and its
+/// last event is written.
+pub fn run_attempt(device: DeviceSpec) -> std::io::Result<()> {
+    use prost::Message;
+    use std::io::{Read, Write};
+
+    // Die with the agent, whatever kills it.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_PDEATHSIG only sets this process's parent-death signal.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    let parent = std::os::unix::process::parent_id();
+    if parent == 1 {
+        // The agent died before the death signal was armed.
+        return Err(std::io::Error::other("the agent that started this attempt is gone"));
+    }
+    let mut stdin = std::io::stdin().lock();
+    let mut length = 0u64;
+    for shift in (0..64).step_by(7) {
+        let mut byte = [0u8];
+        stdin.read_exact(&mut byte)?;
+        length |= u64::from(byte[0] & 0x7f) << shift;
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut bytes = vec![0u8; length as usize];
+    stdin.read_exact(&mut bytes)?;
+    drop(stdin);
+    let assignment = pb::Assignment::decode(bytes.as_slice()).map_err(std::io::Error::other)?;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<pb::WorkerEvent>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let forward = Arc::new(Forward {
+        events: tx,
+        stop: stop.clone(),
+        step: Arc::new(AtomicU64::new(0)),
+    });
+    // A stop order is a byte on stdin; the agent gone (stdin closed) stops the run too.
+    std::thread::spawn(move || {
+        let mut byte = [0u8];
+        let _ = std::io::stdin().lock().read(&mut byte);
+        stop.store(true, Ordering::Relaxed);
+    });
+    // Events go out as they come, from a thread of their own.
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        while let Some(event) = rx.blocking_recv() {
+            stdout.write_all(&event.encode_length_delimited_to_vec())?;
+            stdout.flush()?;
+        }
+        Ok(())
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let end = match job_of(&assignment, device) {
+        Err(message) => Event::Failed(pb::Failure {
+            message,
+            retryable: false,
+        }),
+        Ok(config) => run_job(&config, &assignment, forward.clone(), runtime.handle()),
+    };
+    if let Event::Failed(failure) = &end {
+        tracing::error!(job_id = %assignment.job_id, "{}", failure.message);
+    }
+    forward.send(end);
+    drop(forward);
+    writer.join().map_err(|_| std::io::Error::other("the event writer panicked"))??;
+    Ok(())
 }
 
 /// Whether the coordinator refused the worker, as opposed to failing to answer (down,
@@ -306,14 +581,14 @@ impl Agent {
         }
         if let Some(run) = &self.run
             && response.stop_job_ids.contains(&run.job_id)
-            && !run.stop.swap(true, Ordering::Relaxed)
+            && run.stop.order()
         {
             tracing::info!(job_id = %run.job_id, "stop ordered");
         }
         if let Some(assignment) = response.assignment
             && self.run.is_none()
         {
-            self.run = Some(start(&assignment, self.options.device));
+            self.run = Some(start(&assignment, &self.options));
         }
         Ok(())
     }
@@ -338,7 +613,7 @@ impl Agent {
             Ok(response) => {
                 self.reachable = true;
                 self.pending.clear();
-                if response.into_inner().stop && !run.stop.swap(true, Ordering::Relaxed) {
+                if response.into_inner().stop && run.stop.order() {
                     tracing::info!(job_id = %run.job_id, "the job no longer runs here; stopping");
                 }
             }
@@ -453,7 +728,7 @@ pub async fn serve(options: AgentOptions, shutdown: impl Future<Output = ()>) ->
     }
     if let Some(run) = &agent.run {
         tracing::info!(job_id = %run.job_id, "shutting down: stopping the running job");
-        run.stop.store(true, Ordering::Relaxed);
+        run.stop.order();
     }
     while agent.run.as_ref().is_some_and(|r| !r.ended) {
         let event = Agent::next_event(&mut agent.run).await;

@@ -148,6 +148,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = worker::collective::check::Fault::None, hide = true)]
         fault: worker::collective::check::Fault,
     },
+    /// Run one attempt of an assignment read from stdin, as the child of `worker serve`.
+    #[command(hide = true)]
+    Attempt {
+        /// Device for jobs whose train.device is auto.
+        #[arg(long, default_value = "auto")]
+        device: DeviceSpec,
+    },
     /// Compute, as one rank of a data-parallel group on the CPU (or alone with --reference),
     /// what data-parallel training guarantees, and write it as safetensors (for the tests).
     #[command(hide = true)]
@@ -411,10 +418,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                 advertise: advertise.unwrap_or_else(|| format!("{hostname}:29500")),
                 device,
                 hostname,
+                program: std::env::current_exe()?,
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(worker::agent::serve(options, shutdown_signal()))?;
         }
+        Command::Attempt { device } => worker::agent::run_attempt(device)?,
         Command::ParallelCheck {
             group,
             steps,
