@@ -61,3 +61,7 @@ for name, values in runs.items():
     print(f"  {median:8.2f} images/s  (gantry / this: {base / median:.2f}x)  {name}")
 PY
 fi
+# Gradient exchange: all-reduce bus bandwidth (nccl-tests' busbw) between 2, 3 and 4 worker
+# processes on loopback (Gloo over TCP, 1 libtorch thread each), beside a plain memory copy
+# measured in the same run; 1, 4, 16 and 64 MiB buffers.
+"$GANTRY_BIN/worker" bench-allreduce --ranks 2,3,4 --sizes-mib 1,4,16,64

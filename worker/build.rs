@@ -192,8 +192,10 @@ fn nccl_includes(lib: &Path) -> Result<Vec<PathBuf>, String> {
             }
             None => {
                 return Err(format!(
-                    "no {header} in {candidates:?}; deploy/bootstrap.sh installs the CUDA headers, or set \
-                     GANTRY_CUDA_INCLUDE"
+                    "no {header} in the {} CUDA include folders searched (GANTRY_CUDA_INCLUDE, the torch \
+                     wheel's nvidia-*/include, CUDA_HOME, /usr/local/cuda); deploy/bootstrap.sh installs \
+                     the missing headers",
+                    candidates.len()
                 ));
             }
         }

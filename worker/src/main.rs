@@ -252,7 +252,7 @@ impl GroupArgs {
             device,
         );
         spec.bind_host = self.bind_host;
-        spec.timeout = worker::collective::check::timeout_from_secs(self.timeout_s)?;
+        spec.timeout = seconds(self.timeout_s)?;
         Ok(spec)
     }
 }
@@ -463,7 +463,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             address,
             secret,
         } => {
-            let timeout = worker::collective::check::timeout_from_secs(timeout_s)?;
+            let timeout = seconds(timeout_s)?;
             if let (Some(rank), Some(world_size), Some(address), Some(secret)) = (rank, world_size, address, secret) {
                 tch::set_num_threads(threads);
                 let mut spec = worker::collective::GroupSpec::new(
@@ -519,6 +519,11 @@ fn training_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()
+}
+
+/// A duration given in seconds on the command line.
+fn seconds(value: f64) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(value).map_err(|_| anyhow::anyhow!("{value} s is not a duration"))
 }
 
 /// This machine's host name.

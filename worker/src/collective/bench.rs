@@ -10,14 +10,67 @@
 use std::fmt;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use super::{Collective, GroupSpec, Rendezvous};
+
+/// Why the benchmark stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// The group or an exchange failed (in a rank).
+    #[error(transparent)]
+    Collective(#[from] super::Error),
+    /// A rank's result lines could not be written.
+    #[error("writing the benchmark's output failed")]
+    Output(#[from] std::io::Error),
+    /// A group of fewer than two ranks was asked for.
+    #[error("an all-reduce benchmark needs at least 2 ranks, not {ranks}")]
+    TooFewRanks {
+        /// The group size asked for.
+        ranks: usize,
+    },
+    /// A rank process could not be started.
+    #[error("starting rank {rank} ({exe}) failed")]
+    Start {
+        /// The rank.
+        rank: usize,
+        /// The program.
+        exe: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// A rank's output could not be read.
+    #[error("reading the output of rank {rank} failed")]
+    Read {
+        /// The rank.
+        rank: usize,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// Rank 0 ended without reporting its store's port.
+    #[error("rank 0 of {ranks} ended before opening its store ({status})")]
+    NoStore {
+        /// The group size.
+        ranks: usize,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// A rank failed (its error is on the benchmark's stderr).
+    #[error("rank {rank} of {ranks} failed ({status}); its error is above")]
+    RankFailed {
+        /// The rank.
+        rank: usize,
+        /// The group size.
+        ranks: usize,
+        /// How it ended.
+        status: ExitStatus,
+    },
+}
 
 /// Bytes in one MiB, the unit of buffer sizes.
 const MIB: usize = 1 << 20;
@@ -60,15 +113,20 @@ enum Line {
     },
 }
 
-fn emit(out: &mut dyn Write, line: &Line) -> anyhow::Result<()> {
-    writeln!(out, "{}", serde_json::to_string(line)?)?;
+fn emit(out: &mut dyn Write, line: &Line) -> Result<(), BenchError> {
+    writeln!(out, "{}", serde_json::to_string(line).expect("lines serialise"))?;
     out.flush()?;
     Ok(())
 }
 
 /// One rank of the benchmark: joins the group, then times the all-reduces of every size
 /// (between store barriers, so that all ranks start each size together).
-pub fn run_rank(spec: &GroupSpec, sizes_mib: &[usize], budget_mib: usize, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn run_rank(
+    spec: &GroupSpec,
+    sizes_mib: &[usize],
+    budget_mib: usize,
+    out: &mut dyn Write,
+) -> Result<(), BenchError> {
     let rendezvous = Rendezvous::new(spec)?;
     if spec.rank == 0 {
         emit(
@@ -204,7 +262,7 @@ fn spawn_rank(
     ranks: usize,
     address: &str,
     secret: &str,
-) -> anyhow::Result<RankProcess> {
+) -> Result<RankProcess, BenchError> {
     let sizes = options
         .sizes_mib
         .iter()
@@ -233,7 +291,11 @@ fn spawn_rank(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting rank {rank} ({})", exe.display()))?;
+        .map_err(|source| BenchError::Start {
+            rank,
+            exe: exe.display().to_string(),
+            source,
+        })?;
     let stdout = child.stdout.take().expect("piped stdout");
     Ok(RankProcess {
         rank,
@@ -243,7 +305,7 @@ fn spawn_rank(
 }
 
 /// Runs the benchmark, starting every rank as a process of `exe` (the `worker` binary).
-pub fn run(exe: &Path, options: &BenchOptions) -> anyhow::Result<BenchReport> {
+pub fn run(exe: &Path, options: &BenchOptions) -> Result<BenchReport, BenchError> {
     tch::set_num_threads(options.threads);
     let copy = options
         .sizes_mib
@@ -252,19 +314,26 @@ pub fn run(exe: &Path, options: &BenchOptions) -> anyhow::Result<BenchReport> {
         .collect();
     let mut all_reduce = Vec::new();
     for &ranks in &options.ranks {
-        anyhow::ensure!(
-            ranks >= 2,
-            "an all-reduce benchmark needs at least 2 ranks, not {ranks}"
-        );
-        let secret = format!("bench-{}-{:?}", std::process::id(), Instant::now());
+        if ranks < 2 {
+            return Err(BenchError::TooFewRanks { ranks });
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let secret = format!("bench-{}-{nanos}", std::process::id());
         let mut processes = vec![spawn_rank(exe, options, 0, ranks, "127.0.0.1:0", &secret)?];
         let port = loop {
-            let line = processes[0]
-                .lines
-                .next()
-                .context("rank 0 ended before opening its store")??;
-            if let Ok(Line::Store { port }) = serde_json::from_str(&line) {
-                break port;
+            match processes[0].lines.next() {
+                Some(line) => {
+                    let line = line.map_err(|source| BenchError::Read { rank: 0, source })?;
+                    if let Ok(Line::Store { port }) = serde_json::from_str(&line) {
+                        break port;
+                    }
+                }
+                None => {
+                    let status = processes[0].child.wait()?;
+                    return Err(BenchError::NoStore { ranks, status });
+                }
             }
         };
         let address = format!("127.0.0.1:{port}");
@@ -274,11 +343,15 @@ pub fn run(exe: &Path, options: &BenchOptions) -> anyhow::Result<BenchReport> {
         let mut slowest: Vec<AllReduceResult> = Vec::new();
         for mut process in processes {
             for line in process.lines.by_ref() {
+                let line = line.map_err(|source| BenchError::Read {
+                    rank: process.rank,
+                    source,
+                })?;
                 if let Ok(Line::Result {
                     size_mib,
                     seconds_per_op,
                     ..
-                }) = serde_json::from_str(&line?)
+                }) = serde_json::from_str(&line)
                 {
                     match slowest.iter_mut().find(|r| r.size_mib == size_mib) {
                         Some(r) => r.seconds_per_op = r.seconds_per_op.max(seconds_per_op),
@@ -291,7 +364,13 @@ pub fn run(exe: &Path, options: &BenchOptions) -> anyhow::Result<BenchReport> {
                 }
             }
             let status = process.child.wait()?;
-            anyhow::ensure!(status.success(), "rank {} of {ranks} failed ({status})", process.rank);
+            if !status.success() {
+                return Err(BenchError::RankFailed {
+                    rank: process.rank,
+                    ranks,
+                    status,
+                });
+            }
         }
         all_reduce.extend(slowest);
     }

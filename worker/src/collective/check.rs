@@ -6,13 +6,35 @@
 //! a launcher can read rank 0's store port and the ranks' results.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use super::{Collective, GroupSpec, Rendezvous};
+
+/// Why a check rank failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// The group or an exchange failed.
+    #[error(transparent)]
+    Collective(#[from] super::Error),
+    /// An exchange completed with wrong values.
+    #[error("rank {rank}: {what}: {difference}")]
+    Mismatch {
+        /// This process's rank.
+        rank: usize,
+        /// The exchange and the tensor.
+        what: String,
+        /// The first wrong element.
+        difference: String,
+    },
+    /// The progress lines could not be written.
+    #[error("writing the check's output failed")]
+    Output(#[from] std::io::Error),
+}
 
 /// A fault a rank plays, for tests of how its peers fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -47,8 +69,8 @@ enum Event<'a> {
     },
 }
 
-fn emit(out: &mut dyn Write, event: &Event<'_>) -> anyhow::Result<()> {
-    writeln!(out, "{}", serde_json::to_string(event)?)?;
+fn emit(out: &mut dyn Write, event: &Event<'_>) -> Result<(), CheckError> {
+    writeln!(out, "{}", serde_json::to_string(event).expect("events serialise"))?;
     out.flush()?;
     Ok(())
 }
@@ -137,7 +159,7 @@ fn hang() -> ! {
 }
 
 /// Runs one rank of the check; progress and the result go to `out`.
-pub fn run(spec: &GroupSpec, fault: Fault, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn run(spec: &GroupSpec, fault: Fault, out: &mut dyn Write) -> Result<(), CheckError> {
     let started = Instant::now();
     let (rank, world) = (spec.rank, spec.world_size);
     let rendezvous = Rendezvous::new(spec)?;
@@ -176,8 +198,12 @@ pub fn run(spec: &GroupSpec, fault: Fault, out: &mut dyn Write) -> anyhow::Resul
     group.all_reduce_mean(&means.iter().collect::<Vec<_>>())?;
     for (k, ((shape, kind, tr), actual)) in MEAN_TENSORS.iter().zip(&means).enumerate() {
         let expected = make(shape, *kind, *tr, device, |i| expected_mean(world, k, i, *kind));
-        if let Some(diff) = difference(actual, &expected) {
-            anyhow::bail!("rank {rank}: all-reduce mean of tensor {k} {shape:?} {kind:?}: {diff}");
+        if let Some(difference) = difference(actual, &expected) {
+            return Err(CheckError::Mismatch {
+                rank,
+                what: format!("all-reduce mean of tensor {k} {shape:?} {kind:?}"),
+                difference,
+            });
         }
     }
 
@@ -192,8 +218,12 @@ pub fn run(spec: &GroupSpec, fault: Fault, out: &mut dyn Write) -> anyhow::Resul
         group.broadcast(&tensors.iter().collect::<Vec<_>>(), root)?;
         for (k, ((shape, kind, tr), actual)) in BROADCAST_TENSORS.iter().zip(&tensors).enumerate() {
             let expected = make(shape, *kind, *tr, device, fill(root, k));
-            if let Some(diff) = difference(actual, &expected) {
-                anyhow::bail!("rank {rank}: broadcast from rank {root} of tensor {k} {shape:?} {kind:?}: {diff}");
+            if let Some(difference) = difference(actual, &expected) {
+                return Err(CheckError::Mismatch {
+                    rank,
+                    what: format!("broadcast from rank {root} of tensor {k} {shape:?} {kind:?}"),
+                    difference,
+                });
             }
         }
         broadcasts.extend(tensors);
@@ -223,11 +253,6 @@ pub fn run(spec: &GroupSpec, fault: Fault, out: &mut dyn Write) -> anyhow::Resul
         },
     )?;
     Ok(())
-}
-
-/// The timeout of a check rank given in seconds on the command line.
-pub fn timeout_from_secs(seconds: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(seconds).map_err(|_| anyhow::anyhow!("timeout {seconds} s is not a duration"))
 }
 
 #[cfg(test)]

@@ -118,8 +118,8 @@ pub(crate) fn nccl_built() -> bool {
 /// A c10d store: a `TCPStore` or a `PrefixStore` view of one.
 pub(crate) struct Store(NonNull<RawStore>);
 
-// SAFETY: c10d's stores serialise their operations internally (TCPStore holds a lock around
-// every request) and are used from one thread at a time through `&mut`-free shared calls.
+// SAFETY: a c10d store may be used from any thread (TCPStore holds a lock around every
+// request); `Store` is not `Sync`, so one thread at a time uses a handle.
 unsafe impl Send for Store {}
 
 impl Store {
