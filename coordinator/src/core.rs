@@ -187,6 +187,11 @@ struct Worker {
     order: u64,
     last_seen: Instant,
     slot: Option<Slot>,
+    /// Its run ended in the coordinator's view (a failed gang, a cancel, the job's end), but the
+    /// worker has not yet said it runs nothing: it is not idle until its next heartbeat does. A
+    /// worker whose agent died never says so, and leaves the pool with its missed heartbeats
+    /// instead of being handed the restarted gang's rank.
+    draining: bool,
 }
 
 /// Something for the service to do after a call.
@@ -341,6 +346,7 @@ impl Core {
                 .is_some_and(|s| s.job_id == id && s.attempt == number)
             {
                 worker.slot = None;
+                worker.draining = true;
             }
         }
     }
@@ -413,6 +419,8 @@ impl Core {
                 hostname: req.hostname.clone(),
                 order,
                 last_seen: now,
+                // Whatever it ran before it registered is over unless it still runs it now.
+                draining: req.running.is_some() && slot.is_none(),
                 slot,
             },
         );
@@ -430,7 +438,11 @@ impl Core {
             };
         };
         worker.last_seen = now;
-        let slot = worker.slot.clone();
+        if worker.draining && req.running.is_none() {
+            worker.draining = false;
+            self.schedule();
+        }
+        let slot = self.workers[&req.worker_id].slot.clone();
         let mut response = pb::HeartbeatResponse::default();
         if let Some(running) = &req.running {
             let mine = slot
@@ -590,7 +602,7 @@ impl Core {
         let mut idle: Vec<(u64, String)> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.slot.is_none())
+            .filter(|(_, w)| w.slot.is_none() && !w.draining)
             .map(|(id, w)| (w.order, id.clone()))
             .collect();
         idle.sort();
@@ -757,10 +769,11 @@ mod tests {
         );
         assert_eq!(core.job(&low2).unwrap().reason, format!("waiting behind {low}"));
         core.cancel(&high, "").unwrap();
-        assert_eq!(core.job(&low).unwrap().state, State::Running);
+        // The worker is still running the cancelled job: told to stop it, and not given the next
+        // job until it says it runs nothing.
         let stop = core.heartbeat(
             &pb::HeartbeatRequest {
-                worker_id: w,
+                worker_id: w.clone(),
                 running: Some(pb::RunningWork {
                     job_id: high.clone(),
                     attempt: 1,
@@ -771,7 +784,10 @@ mod tests {
             now,
         );
         assert_eq!(stop.stop_job_ids, vec![high]);
-        assert_eq!(stop.assignment.unwrap().job_id, low);
+        assert!(stop.assignment.is_none());
+        assert_eq!(core.job(&low).unwrap().state, State::Queued);
+        assert_eq!(beat(&mut core, &w, now).assignment.unwrap().job_id, low);
+        assert_eq!(core.job(&low).unwrap().state, State::Running);
     }
 
     #[test]
@@ -824,7 +840,7 @@ mod tests {
         let failed = report(&a, &id, 1, 0, failure("CUDA error: an illegal memory access", true));
         core.drain();
         assert!(core.report(&failed, now));
-        // Watchers see the job go back to the queue, then start again, in one call.
+        // Watchers see the job go back to the queue.
         let states: Vec<pb::JobState> = core
             .drain()
             .iter()
@@ -833,27 +849,33 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(states, vec![pb::JobState::Queued, pb::JobState::Running]);
-        // Both workers are idle again, so attempt 2 is assigned at once; rank 1, still running
-        // attempt 1, is told to stop it and handed attempt 2.
+        assert_eq!(states.first(), Some(&pb::JobState::Queued));
+        assert!(!states.contains(&pb::JobState::Running), "{states:?}");
         let job = core.job(&id).unwrap();
-        assert_eq!(job.state, State::Running);
-        assert_eq!(job.attempts.len(), 2);
         assert!(
             job.attempts[0].reason.contains("rank 0 on worker"),
             "{}",
             job.attempts[0].reason
         );
         assert!(job.attempts[0].reason.contains("illegal memory access"));
-        let beat = core.heartbeat(
+        // Rank 1, still running attempt 1, is told to stop it; the gang is placed again once
+        // both workers say they run nothing (a worker whose agent died never does).
+        let stop = core.heartbeat(
             &pb::HeartbeatRequest {
                 worker_id: b.clone(),
                 running: running(1, 1),
             },
             now,
         );
-        assert_eq!(beat.stop_job_ids, vec![id.clone()]);
-        assert_eq!(beat.assignment.unwrap().attempt, 2);
+        assert_eq!(stop.stop_job_ids, vec![id.clone()]);
+        assert!(stop.assignment.is_none());
+        assert!(beat(&mut core, &a, now).assignment.is_none());
+        assert_eq!(core.job(&id).unwrap().state, State::Queued);
+        let second = beat(&mut core, &b, now).assignment.expect("attempt 2");
+        assert_eq!(second.attempt, 2);
+        let job = core.job(&id).unwrap();
+        assert_eq!(job.state, State::Running);
+        assert_eq!(job.attempts.len(), 2);
         // A stale report of attempt 1 changes nothing and is told to stop.
         let finished = pb::worker_event::Event::Finished(pb::CheckpointInfo {
             step: 9,

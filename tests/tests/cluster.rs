@@ -37,9 +37,14 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    /// Tokens and a 32x32 synthetic CelebA of 96 images.
+    /// Tokens and a 32x32 synthetic CelebA of 96 images. With `GANTRY_KEEP_SCRATCH` set, the
+    /// folder (logs, runs, state) outlives the test, for a look after a failure.
     pub(crate) fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let keep = std::env::var_os("GANTRY_KEEP_SCRATCH").is_some();
+        let dir = tempfile::Builder::new().disable_cleanup(keep).tempdir().unwrap();
+        if keep {
+            eprintln!("scratch: {}", dir.path().display());
+        }
         std::fs::write(dir.path().join("job.token"), format!("{JOB_TOKEN}\n")).unwrap();
         std::fs::write(dir.path().join("worker.token"), WORKER_TOKEN).unwrap();
         let input = dir.path().join("celeba");
@@ -156,6 +161,45 @@ pub(crate) fn coordinator(scratch: &Scratch, state: &str, listen: &str, extra: &
     }
 }
 
+/// A loopback TCP port that was free a moment ago.
+pub(crate) fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The children of process `pid` (from `/proc`), excluding zombies.
+pub(crate) fn live_children(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so read after its closing parenthesis.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        if fields.len() > 1 && fields[0] != "Z" && fields[1] == pid.to_string() {
+            children.push(child);
+        }
+    }
+    children
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped).
+pub(crate) fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
 /// Starts `worker serve` against a coordinator; its log goes to `<name>.log`.
 pub(crate) fn worker(scratch: &Scratch, coordinator: &str, name: &str) -> Process {
     let log = std::fs::File::create(scratch.path(&format!("{name}.log"))).unwrap();
@@ -163,7 +207,8 @@ pub(crate) fn worker(scratch: &Scratch, coordinator: &str, name: &str) -> Proces
         .args(["serve", "--coordinator", coordinator, "--device", "cpu"])
         .arg("--token-file")
         .arg(scratch.path("worker.token"))
-        .args(["--advertise", &format!("{name}.test:29500")])
+        // A loopback port free a moment ago: rank 0 hosts its gang's rendezvous there.
+        .args(["--advertise", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -142,14 +142,27 @@ fn two_jobs_queue_behind_one_worker_and_run_in_order() {
     });
 }
 
+/// Steps of `runs/<name>/metrics.jsonl`, in file order.
+fn metric_steps(scratch: &Scratch, name: &str) -> Vec<u64> {
+    std::fs::read_to_string(scratch.path(&format!("runs/{name}/metrics.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
 #[test]
-fn a_gang_is_placed_together_and_a_worker_without_all_reduce_says_so() {
+fn a_gang_of_two_is_placed_together_and_trains_one_model() {
     serial(async {
         let scratch = Scratch::new();
         let coord = coordinator(&scratch, scratch.path("state").to_str().unwrap(), "127.0.0.1:0", &[]);
         let mut client = jobs(&coord.addr, JOB_TOKEN);
         let _w1 = worker(&scratch, &coord.addr, "w1");
-        let file = scratch.job_file("pair", 5, 0, "workers = 2\n");
+        let file = scratch.job_file("pair", 30, 10, "workers = 2\n");
         let id = ok(scratch.cli(&coord.addr, &["submit", file.to_str().unwrap()]))
             .trim()
             .to_string();
@@ -163,13 +176,113 @@ fn a_gang_is_placed_together_and_a_worker_without_all_reduce_says_so() {
         assert_eq!(waiting.state(), pb::JobState::Queued);
         let _w2 = worker(&scratch, &coord.addr, "w2");
         let job = watch_to_end(&mut client, &id, LIMIT).await;
-        // Both ranks were started in one attempt; data-parallel training is not built yet, and a
-        // restart cannot fix that, so the job fails at once with the reason.
-        assert_eq!(job.state(), pb::JobState::Failed);
+        assert_eq!(
+            job.state(),
+            pb::JobState::Succeeded,
+            "{}\n{}\n{}",
+            job.reason,
+            scratch.log("w1.log"),
+            scratch.log("w2.log")
+        );
         assert_eq!(job.attempts.len(), 1);
         assert_eq!(job.attempts[0].workers.len(), 2);
-        assert!(job.reason.contains("job.workers is 2"), "{}", job.reason);
-        assert!(job.reason.contains("all-reduce"), "{}", job.reason);
+        assert!(committed(&scratch.path("runs/pair"), 30));
+        assert_eq!(metric_steps(&scratch, "pair"), (1..=30).collect::<Vec<_>>());
+        // Each agent ran its rank in a child process and relayed its log with the run's ids; rank
+        // 0 alone wrote the checkpoints.
+        let logs = [scratch.log("w1.log"), scratch.log("w2.log")];
+        for text in &logs {
+            assert!(text.contains("assignment started"), "{text}");
+        }
+        let writers = logs.iter().filter(|t| t.contains("checkpoint written")).count();
+        assert_eq!(writers, 1, "{logs:?}");
+        assert!(
+            logs.iter()
+                .any(|t| t.contains("checkpoint written job_id=") && t.contains("rank=0")),
+            "{logs:?}"
+        );
+    });
+}
+
+#[test]
+fn a_killed_agent_takes_its_rank_along_and_the_gang_restarts_from_the_checkpoint() {
+    serial(async {
+        let scratch = Scratch::new();
+        let coord = coordinator(
+            &scratch,
+            scratch.path("state").to_str().unwrap(),
+            "127.0.0.1:0",
+            &["--heartbeat-timeout", "2.5"],
+        );
+        let mut client = jobs(&coord.addr, JOB_TOKEN);
+        let mut agents = vec![worker(&scratch, &coord.addr, "w1"), worker(&scratch, &coord.addr, "w2")];
+        let file = scratch.job_file("gang", 150, 10, "workers = 2\nmax_restarts = 2\n");
+        let id = ok(scratch.cli(&coord.addr, &["submit", file.to_str().unwrap()]))
+            .trim()
+            .to_string();
+        let at = watch_until(
+            &mut client,
+            &id,
+            LIMIT,
+            |e| matches!(e, Event::Checkpoint(c) if c.step >= 10),
+        )
+        .await;
+        // The third worker joins now, idle: the restarted gang needs it.
+        agents.push(worker(&scratch, &coord.addr, "w3"));
+        let victim = &mut agents[0];
+        let pid = victim.child.id();
+        let ranks = live_children(pid);
+        assert_eq!(ranks.len(), 1, "agent w1 runs its rank in one child process: {ranks:?}");
+        let killed = std::time::Instant::now();
+        victim.child.kill().unwrap();
+        victim.child.wait().unwrap();
+        let killed_at = at.checkpoint.unwrap().step;
+        // The rank dies with its agent.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !gone(ranks[0]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rank process {} outlived its agent",
+                ranks[0]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let requeued = watch_until(
+            &mut client,
+            &id,
+            LIMIT,
+            |e| matches!(e, Event::Job(j) if j.state() == pb::JobState::Queued),
+        )
+        .await;
+        let failed_after = killed.elapsed();
+        assert!(failed_after < Duration::from_secs_f64(2.5 + 5.0), "{failed_after:?}");
+        assert_eq!(requeued.attempts.len().max(2), 2);
+
+        let job = watch_to_end(&mut client, &id, LIMIT).await;
+        assert_eq!(
+            job.state(),
+            pb::JobState::Succeeded,
+            "{}\n{}\n{}",
+            job.reason,
+            scratch.log("w2.log"),
+            scratch.log("w3.log")
+        );
+        assert_eq!(job.attempts.len(), 2);
+        println!(
+            "gang: rank gone with its agent; gang failed {failed_after:.1?} after the kill: {}",
+            job.attempts[0].reason
+        );
+        assert!(!job.attempts[0].reason.is_empty());
+        assert_eq!(job.attempts[1].workers.len(), 2);
+        assert!(
+            job.attempts[1].resumed_from >= killed_at,
+            "resumed from {} but step {killed_at} was committed",
+            job.attempts[1].resumed_from
+        );
+        assert_ne!(job.attempts[0].workers, job.attempts[1].workers);
+        assert!(committed(&scratch.path("runs/gang"), 150));
+        assert_eq!(metric_steps(&scratch, "gang"), (1..=150).collect::<Vec<_>>());
     });
 }
 
@@ -329,16 +442,7 @@ fn a_killed_worker_fails_its_gang_and_the_job_resumes_from_its_checkpoint() {
         assert_ne!(job.attempts[0].workers, job.attempts[1].workers);
         assert!(committed(&scratch.path("runs/resumed"), 80));
         // The metrics file holds each step once, through the restart.
-        let metrics = std::fs::read_to_string(scratch.path("runs/resumed/metrics.jsonl")).unwrap();
-        let steps: Vec<u64> = metrics
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect();
-        assert_eq!(steps, (1..=80).collect::<Vec<_>>());
+        assert_eq!(metric_steps(&scratch, "resumed"), (1..=80).collect::<Vec<_>>());
     });
 }
 

@@ -79,6 +79,12 @@ type Client = WorkerServiceClient<InterceptedService<Channel, Token>>;
 /// beyond this (the run's own `metrics.jsonl` keeps them all).
 const MAX_PENDING: usize = 1000;
 
+/// How long a run told to stop may take to end its step before its process is killed: a rank
+/// blocked in an exchange with a lost peer (or in the rendezvous of a gang that will never
+/// form) would otherwise hold its worker for the whole collective timeout. The checkpoints are
+/// safe; only the step in flight is lost.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Step metrics go to the coordinator in batches at most this often; the start, checkpoints and
 /// the end of a run go at once.
 const REPORT_EVERY: Duration = Duration::from_millis(200);
@@ -244,7 +250,13 @@ fn start(assignment: &pb::Assignment, options: &AgentOptions) -> Run {
     };
     tracing::info!(job_id = %ids.job_id, attempt = ids.attempt, rank = ids.rank, "assignment started");
     let child = tokio::process::Command::new(&options.program)
-        .args(["--log-format", "json", "attempt", "--device", &options.device.to_string()])
+        .args([
+            "--log-format",
+            "json",
+            "attempt",
+            "--device",
+            &options.device.to_string(),
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -300,7 +312,8 @@ async fn supervise(
             return;
         }
     };
-    let (Some(mut stdin), Some(mut stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    let (Some(mut stdin), Some(mut stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         unreachable!("all three pipes were requested");
     };
@@ -310,6 +323,7 @@ async fn supervise(
     let _ = stdin.write_all(&assignment.encode_length_delimited_to_vec()).await;
     let mut ended = false;
     let mut orders_open = true;
+    let mut kill_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             frame = read_frame(&mut stdout) => match frame {
@@ -331,9 +345,15 @@ async fn supervise(
                 Some(()) => {
                     let _ = stdin.write_all(b"s").await;
                     let _ = stdin.flush().await;
+                    kill_at = Some(tokio::time::Instant::now() + STOP_GRACE);
                 }
                 None => orders_open = false,
             },
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => {
+                tracing::warn!(job_id = %ids.job_id, attempt = ids.attempt, rank = ids.rank, grace = ?STOP_GRACE, "the training process did not stop in time; killing it");
+                let _ = child.start_kill();
+                kill_at = None;
+            }
         }
     }
     drop(stdin);
@@ -345,7 +365,10 @@ async fn supervise(
     };
     tracing::info!(job_id = %ids.job_id, attempt = ids.attempt, rank = ids.rank, ended = %how, "training process ended");
     if !ended {
-        let last = last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let last = last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         send(Event::Failed(pb::Failure {
             message: match last {
                 Some(error) => format!("the training process {how}; its last error: {error}"),
@@ -371,11 +394,19 @@ async fn supervise(
     }
 
     /// Logs the child's lines again with the run's ids; keeps the last error's text.
-    async fn relay_log(stderr: tokio::process::ChildStderr, ids: RunIds, last_error: Arc<std::sync::Mutex<Option<String>>>) {
+    async fn relay_log(
+        stderr: tokio::process::ChildStderr,
+        ids: RunIds,
+        last_error: Arc<std::sync::Mutex<Option<String>>>,
+    ) {
         let mut lines = tokio::io::BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let parsed: Option<serde_json::Value> = serde_json::from_str(&line).ok();
-            let level = parsed.as_ref().and_then(|v| v["level"].as_str()).unwrap_or("ERROR").to_string();
+            let level = parsed
+                .as_ref()
+                .and_then(|v| v["level"].as_str())
+                .unwrap_or("ERROR")
+                .to_string();
             let message = parsed
                 .as_ref()
                 .and_then(|v| v["fields"]["message"].as_str().map(str::to_string))
@@ -495,7 +526,9 @@ pub fn run_attempt(device: DeviceSpec) -> std::io::Result<()> {
     }
     forward.send(end);
     drop(forward);
-    writer.join().map_err(|_| std::io::Error::other("the event writer panicked"))??;
+    writer
+        .join()
+        .map_err(|_| std::io::Error::other("the event writer panicked"))??;
     Ok(())
 }
 

@@ -47,6 +47,9 @@ pub struct Rendezvous {
     tcp_store: Store,
 }
 
+/// How often a rank that found an earlier attempt's store looks again.
+const RETRY_OLDER: Duration = Duration::from_millis(250);
+
 impl Rendezvous {
     /// Opens the store (rank 0) or connects to it (the others, retrying until the spec's
     /// timeout) and checks that it serves this attempt with this secret.
@@ -58,20 +61,33 @@ impl Rendezvous {
             address: spec.address.clone(),
             source,
         };
-        let (tcp_store, port) = Store::open(host, port, spec.rank == 0, spec.timeout).map_err(store_error)?;
-        let job_store = tcp_store
-            .prefixed(&format!("gantry/{}", spec.job))
-            .map_err(store_error)?;
         let check = digest("gantry rendezvous check", spec);
-        if spec.rank == 0 {
-            job_store
-                .set("rendezvous", format!("{} {check}", spec.attempt).as_bytes())
+        let deadline = std::time::Instant::now() + spec.timeout;
+        let (tcp_store, port, job_store) = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let (tcp_store, port) =
+                Store::open(host, port, spec.rank == 0, left.max(Duration::from_millis(1))).map_err(store_error)?;
+            let job_store = tcp_store
+                .prefixed(&format!("gantry/{}", spec.job))
                 .map_err(store_error)?;
-        } else {
-            let found = job_store.get("rendezvous", spec.timeout).map_err(store_error)?;
-            let found = String::from_utf8_lossy(&found);
+            if spec.rank == 0 {
+                job_store
+                    .set("rendezvous", format!("{} {check}", spec.attempt).as_bytes())
+                    .map_err(store_error)?;
+                break (tcp_store, port, job_store);
+            }
+            let found = job_store.get("rendezvous", left).map_err(store_error)?;
+            let found = String::from_utf8_lossy(&found).into_owned();
             let (attempt, their_check) = found.split_once(' ').unwrap_or((&found, ""));
             if attempt != spec.attempt.to_string() {
+                // A rank 0 of an earlier attempt still holds the address while its process ends
+                // (a restart found the gang's workers draining): wait for this attempt's.
+                let older = attempt.parse::<u32>().is_ok_and(|a| a < spec.attempt);
+                if older && std::time::Instant::now() + RETRY_OLDER < deadline {
+                    drop((job_store, tcp_store));
+                    std::thread::sleep(RETRY_OLDER);
+                    continue;
+                }
                 return Err(Error::OtherAttempt {
                     rank: spec.rank,
                     job: spec.job.clone(),
@@ -88,7 +104,8 @@ impl Rendezvous {
                     address: spec.address.clone(),
                 });
             }
-        }
+            break (tcp_store, port, job_store);
+        };
         let group_store = job_store
             .prefixed(&digest("gantry group namespace", spec)[..32])
             .map_err(store_error)?;
