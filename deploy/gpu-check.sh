@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks a GPU node before workers are launched on it: libtorch must load its CUDA backend, see a
-# CUDA device and run a full training step there. Prints the device report and the step
+# CUDA device, form an NCCL group (one rank; two ranks on two GPUs where the node has them) and
+# run a full training step there. Prints the device report, the exchanges' checks and the step
 # throughput at book settings. Runs the shipped worker of deploy/dist.sh (stripped, with the
 # launcher that finds libtorch), so the same check works on a node that has only python3 with
 # torch 2.11 (or GANTRY_LIBTORCH set to libtorch 2.11's lib folder):
@@ -24,4 +25,15 @@ else
 fi
 
 "$worker" device --require-cuda
+# NCCL: a self-checking all-reduce, broadcast and barrier on loopback.
+export GANTRY_GROUP_SECRET=gpu-check
+"$worker" collective-check --address 127.0.0.1:0 --rank 0 --world-size 1 --device "$device"
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+if [ "${gpus:-0}" -ge 2 ]; then
+  port=$(( 29000 + RANDOM % 1000 ))
+  "$worker" collective-check --address "127.0.0.1:$port" --rank 1 --world-size 2 --device cuda:1 &
+  peer=$!
+  "$worker" collective-check --address "127.0.0.1:$port" --rank 0 --world-size 2 --device cuda:0
+  wait "$peer"
+fi
 "$worker" bench --device "$device" --image-size 64 --batch 128 --steps 20 --warmup 5
