@@ -65,3 +65,26 @@ fi
 # processes on loopback (Gloo over TCP, 1 libtorch thread each), beside a plain memory copy
 # measured in the same run; 1, 4, 16 and 64 MiB buffers.
 "$GANTRY_BIN/worker" bench-allreduce --ranks 2,3,4 --sizes-mib 1,4,16,64
+# Data-parallel scaling on this host: 2 ranks x 1 thread against 1 rank x 1 thread at the same
+# per-rank batch (book settings unless overridden), alternating, each line's median; then where
+# a 2-rank step's time goes (critic_exchange and generator_exchange are the gradient all-reduce,
+# waiting for the slower rank included).
+if [ "$device" = cpu ]; then
+  scaling=$(mktemp)
+  for ((round = 1; round <= (repeat > 3 ? repeat : 3); round++)); do
+    for ranks in 1 2; do
+      echo "$ranks $("$GANTRY_BIN/worker" bench --device cpu --threads 1 --ranks "$ranks" "${args[@]}")" | tee -a "$scaling"
+    done
+  done
+  .venv/bin/python - "$scaling" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    ranks, rest = line.split(" ", 1)
+    runs.setdefault(int(ranks), []).append(float(re.search(r"images_per_sec=([0-9.]+)", rest).group(1)))
+one, two = statistics.median(runs[1]), statistics.median(runs[2])
+print(f"scaling: 1 rank x 1 thread {one:.2f} images/s, 2 ranks x 1 thread {two:.2f} images/s: {two / one:.2f}x (medians of {len(runs[1])})")
+PY
+  rm -f "$scaling"
+  "$GANTRY_BIN/worker" bench --device cpu --threads 1 --ranks 2 --profile "${args[@]}"
+fi

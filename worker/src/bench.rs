@@ -15,7 +15,7 @@ use crate::model::{ModelSpec, channels_last};
 pub struct BenchOptions {
     /// Image size.
     pub image_size: i64,
-    /// Batch size.
+    /// Batch size of each rank.
     pub batch: i64,
     /// Timed steps.
     pub steps: u64,
@@ -32,7 +32,7 @@ pub struct BenchOptions {
 /// Result of [`run`].
 #[derive(Debug, Clone)]
 pub struct BenchResult {
-    /// Real images consumed per second.
+    /// Real images consumed per second, by all ranks together.
     pub images_per_sec: f64,
     /// Milliseconds per full step.
     pub ms_per_step: f64,
@@ -122,7 +122,7 @@ pub fn run(options: &BenchOptions, ranks: &mut dyn Collective) -> collective::Re
     let seconds = started.elapsed().as_secs_f64();
     let per_step = |s: f64| s * 1000.0 / options.steps as f64;
     Ok(BenchResult {
-        images_per_sec: (options.steps as f64 * options.batch as f64) / seconds,
+        images_per_sec: (options.steps as f64 * (options.batch * ranks.world_size() as i64) as f64) / seconds,
         ms_per_step: per_step(seconds),
         phases: if options.profile {
             Phase::ALL.iter().map(|&p| (p, per_step(spent[p as usize]))).collect()

@@ -111,9 +111,19 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: i32,
         /// Also print the time of each phase of the step (generator forward, critic scores,
-        /// penalty, backward, Adam).
+        /// penalty, backward, gradient exchange, Adam).
         #[arg(long)]
         profile: bool,
+        /// Data-parallel ranks on this host (Gloo on loopback): this process is rank 0 and
+        /// starts the others; --batch is then each rank's, and images/s counts all ranks.
+        #[arg(long, default_value_t = 1)]
+        ranks: usize,
+        /// Run as this rank of a benchmark group (started by rank 0).
+        #[arg(long, hide = true, requires = "rendezvous")]
+        rank: Option<usize>,
+        /// Rank 0's store of a benchmark group.
+        #[arg(long, hide = true)]
+        rendezvous: Option<String>,
     },
     /// Join a coordinator's pool and run the jobs it assigns until stopped (SIGTERM or Ctrl-C
     /// stop the running job within one step, report it, and exit).
@@ -385,6 +395,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             device,
             threads,
             profile,
+            ranks,
+            rank,
+            rendezvous,
         } => {
             if threads > 0 {
                 tch::set_num_threads(threads);
@@ -399,7 +412,46 @@ fn run(command: Command) -> anyhow::Result<()> {
                 device,
                 profile,
             };
-            println!("{}", worker::bench::run(&options, &mut worker::collective::Single)?);
+            if ranks <= 1 {
+                println!("{}", worker::bench::run(&options, &mut worker::collective::Single)?);
+                return Ok(());
+            }
+            let secret = "bench";
+            let (address, others) = match (rank, rendezvous) {
+                (Some(rank), Some(address)) => (
+                    worker::collective::GroupSpec::new(address, rank, ranks, "bench", 0, secret, device),
+                    Vec::new(),
+                ),
+                _ => {
+                    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+                    let address = format!("127.0.0.1:{port}");
+                    let args: Vec<String> = std::env::args().skip(1).collect();
+                    let others = (1..ranks)
+                        .map(|r| {
+                            std::process::Command::new(std::env::current_exe()?)
+                                .args(&args)
+                                .args(["--rank", &r.to_string(), "--rendezvous", &address])
+                                .stdout(std::process::Stdio::null())
+                                .spawn()
+                        })
+                        .collect::<std::io::Result<Vec<_>>>()?;
+                    (
+                        worker::collective::GroupSpec::new(address, 0, ranks, "bench", 0, secret, device),
+                        others,
+                    )
+                }
+            };
+            let mut spec = address;
+            spec.bind_host = Some("127.0.0.1".to_string());
+            let mut group = worker::collective::connect(&spec)?;
+            let result = worker::bench::run(&options, group.as_mut())?;
+            if spec.rank == 0 {
+                println!("{result}");
+            }
+            for mut other in others {
+                let status = other.wait()?;
+                anyhow::ensure!(status.success(), "a benchmark rank failed ({status})");
+            }
         }
         Command::Serve {
             coordinator,
