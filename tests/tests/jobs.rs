@@ -287,6 +287,55 @@ fn a_killed_agent_takes_its_rank_along_and_the_gang_restarts_from_the_checkpoint
 }
 
 #[test]
+fn a_killed_rank_process_is_reported_with_its_signal_and_its_agent_carries_on() {
+    serial(async {
+        let scratch = Scratch::new();
+        let coord = coordinator(&scratch, scratch.path("state").to_str().unwrap(), "127.0.0.1:0", &[]);
+        let mut client = jobs(&coord.addr, JOB_TOKEN);
+        let mut agent = worker(&scratch, &coord.addr, "w1");
+        let file = scratch.job_file("oom", 150, 10, "");
+        let id = ok(scratch.cli(&coord.addr, &["submit", file.to_str().unwrap()]))
+            .trim()
+            .to_string();
+        watch_until(
+            &mut client,
+            &id,
+            LIMIT,
+            |e| matches!(e, Event::Checkpoint(c) if c.step >= 10),
+        )
+        .await;
+        // What the out-of-memory killer does to a rank.
+        let ranks = live_children(agent.child.id());
+        assert_eq!(ranks.len(), 1, "{ranks:?}");
+        ok(Command::new("kill")
+            .args(["-9", &ranks[0].to_string()])
+            .output()
+            .unwrap());
+        let job = watch_to_end(&mut client, &id, LIMIT).await;
+        assert_eq!(
+            job.state(),
+            pb::JobState::Succeeded,
+            "{}\n{}",
+            job.reason,
+            scratch.log("w1.log")
+        );
+        assert_eq!(job.attempts.len(), 2);
+        let reason = &job.attempts[0].reason;
+        assert!(
+            reason.contains("the training process was killed by signal 9 (SIGKILL"),
+            "{reason}"
+        );
+        // The same agent ran the restart: it outlived its rank.
+        assert_eq!(job.attempts[0].workers, job.attempts[1].workers);
+        assert!(
+            agent.child.try_wait().unwrap().is_none(),
+            "the agent died with its rank"
+        );
+        assert_eq!(metric_steps(&scratch, "oom"), (1..=150).collect::<Vec<_>>());
+    });
+}
+
+#[test]
 fn cancel_a_queued_and_a_running_job() {
     serial(async {
         let scratch = Scratch::new();

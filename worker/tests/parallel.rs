@@ -113,3 +113,55 @@ fn after_twenty_steps_every_weight_moment_and_statistic_is_bitwise_equal_on_both
     let moments = &a["critic.m.output.weight"];
     assert!(max_abs(moments) > 0.0);
 }
+
+#[test]
+fn a_checkpoint_of_one_rank_is_not_resumed_by_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = crate::util::packed_celeba(dir.path(), 64, 3);
+    let out = dir.path().join("out");
+    let mut job = crate::util::small_job(&data, &out);
+    {
+        let _serial = crate::util::exclusive();
+        worker::train::train(&job, &worker::train::TrainOptions::default(), crate::util::io()).unwrap();
+    }
+    job.job.workers = 2;
+    job.train.steps = 6;
+    let file = dir.path().join("job2.toml");
+    std::fs::write(&file, job.to_toml()).unwrap();
+    let address = free_address();
+    let ranks: Vec<_> = (0..2)
+        .map(|rank| {
+            Command::new(env!("CARGO_BIN_EXE_worker"))
+                .arg("train")
+                .arg("--config")
+                .arg(&file)
+                .args([
+                    "--rank",
+                    &rank.to_string(),
+                    "--world-size",
+                    "2",
+                    "--rendezvous",
+                    &address,
+                ])
+                .args(["--bind-host", "127.0.0.1"])
+                .env("GANTRY_GROUP_SECRET", "resume")
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (rank, child) in ranks.into_iter().enumerate() {
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "rank {rank} resumed a 1-rank checkpoint with 2 ranks"
+        );
+        assert!(
+            stderr.contains(
+                "step-0000004: written by a run of 1 rank(s), and this run has 2; resume with job.workers = 1"
+            ),
+            "rank {rank}: {stderr}"
+        );
+    }
+}
