@@ -8,11 +8,7 @@ use std::process::{Command, Output};
 use tch::Tensor;
 use worker::checkpoint::from_safetensors;
 
-/// A loopback address with a port free a moment ago (rank 0's store listens there).
-fn free_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
-}
+use crate::util::free_address;
 
 fn parallel_check(rank: usize, world_size: usize, address: &str, out: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
@@ -128,28 +124,7 @@ fn a_checkpoint_of_one_rank_is_not_resumed_by_two() {
     job.train.steps = 6;
     let file = dir.path().join("job2.toml");
     std::fs::write(&file, job.to_toml()).unwrap();
-    let address = free_address();
-    let ranks: Vec<_> = (0..2)
-        .map(|rank| {
-            Command::new(env!("CARGO_BIN_EXE_worker"))
-                .arg("train")
-                .arg("--config")
-                .arg(&file)
-                .args([
-                    "--rank",
-                    &rank.to_string(),
-                    "--world-size",
-                    "2",
-                    "--rendezvous",
-                    &address,
-                ])
-                .args(["--bind-host", "127.0.0.1"])
-                .env("GANTRY_GROUP_SECRET", "resume")
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let ranks = crate::util::train_ranks(&file, 2);
     for (rank, child) in ranks.into_iter().enumerate() {
         let output = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -175,33 +175,8 @@ fn generated_images_obey_the_requested_class() {
     job2.job.workers = 2;
     let file = dir.path().join("job2.toml");
     std::fs::write(&file, job2.to_toml()).unwrap();
-    let address = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
-    };
     let started = std::time::Instant::now();
-    let ranks: Vec<_> = (0..2)
-        .map(|rank| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-                .arg("train")
-                .arg("--config")
-                .arg(&file)
-                .args([
-                    "--rank",
-                    &rank.to_string(),
-                    "--world-size",
-                    "2",
-                    "--rendezvous",
-                    &address,
-                ])
-                .args(["--bind-host", "127.0.0.1", "--ranks-on-host", "2"])
-                .env("GANTRY_GROUP_SECRET", "quality")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let ranks = train_ranks(&file, 2);
     for (rank, child) in ranks.into_iter().enumerate() {
         let output = child.wait_with_output().unwrap();
         assert!(

@@ -83,3 +83,31 @@ pub(crate) fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// A loopback address with a port free a moment ago (rank 0's store listens there).
+pub(crate) fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+}
+
+/// Starts `world_size` `worker train` processes on `file` as the ranks of one group on loopback
+/// (stderr piped, for the caller's messages).
+pub(crate) fn train_ranks(file: &Path, world_size: usize) -> Vec<std::process::Child> {
+    let address = free_address();
+    (0..world_size)
+        .map(|rank| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+                .arg("train")
+                .arg("--config")
+                .arg(file)
+                .args(["--rank", &rank.to_string(), "--world-size", &world_size.to_string()])
+                .args(["--rendezvous", &address, "--bind-host", "127.0.0.1"])
+                .args(["--ranks-on-host", &world_size.to_string()])
+                .env("GANTRY_GROUP_SECRET", "test-group")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
