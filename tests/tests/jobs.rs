@@ -142,6 +142,26 @@ fn two_jobs_queue_behind_one_worker_and_run_in_order() {
     });
 }
 
+/// Submits a job file; its id.
+fn submit(scratch: &Scratch, coordinator: &str, file: &std::path::Path) -> String {
+    ok(scratch.cli(coordinator, &["submit", file.to_str().unwrap()]))
+        .trim()
+        .to_string()
+}
+
+/// A job restarted once after a loss at step `killed_at`: its second attempt resumed from that
+/// checkpoint or later, its last step is committed, and `metrics.jsonl` holds each step once.
+fn assert_resumed_once(scratch: &Scratch, job: &pb::Job, name: &str, steps: u64, killed_at: u64) {
+    assert_eq!(job.attempts.len(), 2);
+    assert!(
+        job.attempts[1].resumed_from >= killed_at,
+        "resumed from {} but step {killed_at} was committed",
+        job.attempts[1].resumed_from
+    );
+    assert!(committed(&scratch.path(&format!("runs/{name}")), steps));
+    assert_eq!(metric_steps(scratch, name), (1..=steps).collect::<Vec<_>>());
+}
+
 /// Steps of `runs/<name>/metrics.jsonl`, in file order.
 fn metric_steps(scratch: &Scratch, name: &str) -> Vec<u64> {
     std::fs::read_to_string(scratch.path(&format!("runs/{name}/metrics.jsonl")))
@@ -163,9 +183,7 @@ fn a_gang_of_two_is_placed_together_and_trains_one_model() {
         let mut client = jobs(&coord.addr, JOB_TOKEN);
         let _w1 = worker(&scratch, &coord.addr, "w1");
         let file = scratch.job_file("pair", 30, 10, "workers = 2\n");
-        let id = ok(scratch.cli(&coord.addr, &["submit", file.to_str().unwrap()]))
-            .trim()
-            .to_string();
+        let id = submit(&scratch, &coord.addr, &file);
         let waiting = watch_until(
             &mut client,
             &id,
@@ -217,9 +235,7 @@ fn a_killed_agent_takes_its_rank_along_and_the_gang_restarts_from_the_checkpoint
         let mut client = jobs(&coord.addr, JOB_TOKEN);
         let mut agents = vec![worker(&scratch, &coord.addr, "w1"), worker(&scratch, &coord.addr, "w2")];
         let file = scratch.job_file("gang", 150, 10, "workers = 2\nmax_restarts = 2\n");
-        let id = ok(scratch.cli(&coord.addr, &["submit", file.to_str().unwrap()]))
-            .trim()
-            .to_string();
+        let id = submit(&scratch, &coord.addr, &file);
         let at = watch_until(
             &mut client,
             &id,
@@ -275,14 +291,8 @@ fn a_killed_agent_takes_its_rank_along_and_the_gang_restarts_from_the_checkpoint
         );
         assert!(!job.attempts[0].reason.is_empty());
         assert_eq!(job.attempts[1].workers.len(), 2);
-        assert!(
-            job.attempts[1].resumed_from >= killed_at,
-            "resumed from {} but step {killed_at} was committed",
-            job.attempts[1].resumed_from
-        );
         assert_ne!(job.attempts[0].workers, job.attempts[1].workers);
-        assert!(committed(&scratch.path("runs/gang"), 150));
-        assert_eq!(metric_steps(&scratch, "gang"), (1..=150).collect::<Vec<_>>());
+        assert_resumed_once(&scratch, &job, "gang", 150, killed_at);
     });
 }
 
@@ -294,10 +304,8 @@ fn a_killed_rank_process_is_reported_with_its_signal_and_its_agent_carries_on() 
         let mut client = jobs(&coord.addr, JOB_TOKEN);
         let mut agent = worker(&scratch, &coord.addr, "w1");
         let file = scratch.job_file("oom", 150, 10, "");
-        let id = ok(scratch.cli(&coord.addr, &["submit", file.to_str().unwrap()]))
-            .trim()
-            .to_string();
-        watch_until(
+        let id = submit(&scratch, &coord.addr, &file);
+        let at = watch_until(
             &mut client,
             &id,
             LIMIT,
@@ -319,7 +327,7 @@ fn a_killed_rank_process_is_reported_with_its_signal_and_its_agent_carries_on() 
             job.reason,
             scratch.log("w1.log")
         );
-        assert_eq!(job.attempts.len(), 2);
+        assert_resumed_once(&scratch, &job, "oom", 150, at.checkpoint.unwrap().step);
         let reason = &job.attempts[0].reason;
         assert!(
             reason.contains("the training process was killed by signal 9 (SIGKILL"),
@@ -444,9 +452,7 @@ fn a_killed_worker_fails_its_gang_and_the_job_resumes_from_its_checkpoint() {
         let mut client = jobs(&coord.addr, JOB_TOKEN);
         let mut first = worker(&scratch, &coord.addr, "w1");
         let file = scratch.job_file("resumed", 80, 5, "");
-        let id = ok(scratch.cli(&coord.addr, &["submit", file.to_str().unwrap()]))
-            .trim()
-            .to_string();
+        let id = submit(&scratch, &coord.addr, &file);
         let at = watch_until(
             &mut client,
             &id,
@@ -483,15 +489,8 @@ fn a_killed_worker_fails_its_gang_and_the_job_resumes_from_its_checkpoint() {
             "{:?}",
             job.attempts[0]
         );
-        assert!(
-            job.attempts[1].resumed_from >= killed_at,
-            "resumed from {} but step {killed_at} was committed",
-            job.attempts[1].resumed_from
-        );
         assert_ne!(job.attempts[0].workers, job.attempts[1].workers);
-        assert!(committed(&scratch.path("runs/resumed"), 80));
-        // The metrics file holds each step once, through the restart.
-        assert_eq!(metric_steps(&scratch, "resumed"), (1..=80).collect::<Vec<_>>());
+        assert_resumed_once(&scratch, &job, "resumed", 80, killed_at);
     });
 }
 
