@@ -129,6 +129,9 @@ pub struct JobRecord {
     pub metrics: Option<pb::StepMetrics>,
     /// The last committed checkpoint: (step, url).
     pub checkpoint: Option<(u64, String)>,
+    /// Memory a rank needs, bytes (`gantry_job::memory`); 0: not estimated.
+    #[serde(default)]
+    pub memory_bytes: u64,
 }
 
 impl JobRecord {
@@ -186,6 +189,8 @@ struct Worker {
     /// Registration order, for a stable pick of idle workers.
     order: u64,
     last_seen: Instant,
+    /// Memory a rank may use there, bytes; 0: unknown.
+    memory_bytes: u64,
     slot: Option<Slot>,
     /// Its run ended in the coordinator's view (a failed gang, a cancel, the job's end), but the
     /// worker has not yet said it runs nothing: it is not idle until its next heartbeat does. A
@@ -287,6 +292,12 @@ impl Core {
 
     /// Queues a validated job.
     pub fn submit(&mut self, config: JobConfig) -> JobRecord {
+        self.submit_estimated(config, 0)
+    }
+
+    /// [`Core::submit`] for a job whose rank needs `memory_bytes` (0: unknown): it is placed
+    /// only on workers that offer that much.
+    pub fn submit_estimated(&mut self, config: JobConfig, memory_bytes: u64) -> JobRecord {
         let seq = self.next_seq;
         self.next_seq += 1;
         let id = format!("job-{seq:06}");
@@ -301,6 +312,7 @@ impl Core {
             finished_ms: 0,
             metrics: None,
             checkpoint: None,
+            memory_bytes,
         };
         self.jobs.insert(id.clone(), record);
         self.touched(&id);
@@ -419,6 +431,7 @@ impl Core {
                 hostname: req.hostname.clone(),
                 order,
                 last_seen: now,
+                memory_bytes: req.memory_bytes,
                 // Whatever it ran before it registered is over unless it still runs it now.
                 draining: req.running.is_some() && slot.is_none(),
                 slot,
@@ -586,6 +599,22 @@ impl Core {
         self.schedule();
     }
 
+    /// The most memory a registered worker offers a rank, if any worker said.
+    pub fn largest_worker_memory(&self) -> Option<u64> {
+        self.workers.values().map(|w| w.memory_bytes).filter(|&m| m > 0).max()
+    }
+
+    /// Whether `worker` can run a rank of `job`: a CUDA job needs a CUDA worker, and the job's
+    /// memory estimate must fit what the worker offers (when both are known).
+    fn can_run(job: &JobRecord, worker: &Worker) -> bool {
+        let device_ok = match job.config.train.device {
+            gantry_job::DeviceSpec::Cuda(_) => worker.device.starts_with("cuda"),
+            _ => true,
+        };
+        let memory_ok = worker.memory_bytes == 0 || job.memory_bytes <= worker.memory_bytes;
+        device_ok && memory_ok
+    }
+
     /// Starts queued jobs on idle workers: highest priority first, FIFO within a priority, a job
     /// only when all its workers are idle at once (gang). A job larger than the whole pool
     /// waits without holding up the others; one that fits the pool but not the idle workers
@@ -608,16 +637,34 @@ impl Core {
         idle.sort();
         let mut blocked_by: Option<String> = None;
         for (_, _, id) in queued {
-            let n = self.jobs[&id].config.job.workers as usize;
+            let job = &self.jobs[&id];
+            let n = job.config.job.workers as usize;
+            let capable = self.workers.values().filter(|w| Self::can_run(job, w)).count();
+            let fitting: Vec<usize> = idle
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, w))| Self::can_run(job, &self.workers[w]))
+                .map(|(i, _)| i)
+                .collect();
             let reason = if n > pool {
                 format!("waiting: needs {n} workers, {pool} registered")
+            } else if n > capable {
+                format!(
+                    "waiting: needs {n} workers that can run it (train.device {}, about {} per rank), {capable} of {pool} registered can",
+                    job.config.train.device,
+                    gantry_job::memory::Bytes(job.memory_bytes)
+                )
             } else if let Some(head) = &blocked_by {
                 format!("waiting behind {head}")
-            } else if n > idle.len() {
+            } else if n > fitting.len() {
                 blocked_by = Some(id.clone());
-                format!("waiting for {n} idle workers ({} of {pool} idle)", idle.len())
+                format!("waiting for {n} idle workers ({} of {pool} idle)", fitting.len())
             } else {
-                let gang: Vec<String> = idle.drain(..n).map(|(_, w)| w).collect();
+                let chosen: Vec<usize> = fitting[..n].to_vec();
+                let gang: Vec<String> = chosen.iter().map(|&i| idle[i].1.clone()).collect();
+                for &i in chosen.iter().rev() {
+                    idle.remove(i);
+                }
                 self.start(&id, gang);
                 continue;
             };
@@ -723,6 +770,46 @@ mod tests {
             running: None,
         };
         core.heartbeat(&req, now)
+    }
+
+    #[test]
+    fn a_job_goes_only_where_its_device_and_memory_fit() {
+        let (mut core, now) = core();
+        let register = |core: &mut Core, name: &str, device: &str, gib: u64| {
+            let req = pb::RegisterRequest {
+                address: format!("{name}:29500"),
+                device: device.into(),
+                hostname: name.into(),
+                memory_bytes: gib << 30,
+                ..Default::default()
+            };
+            core.register(&req, now).0
+        };
+        let small = register(&mut core, "small", "cpu", 4);
+        assert_eq!(core.largest_worker_memory(), Some(4 << 30));
+        // 6 GiB per rank: not on the 4 GiB worker.
+        let big = core.submit_estimated(config(1, 0), 6 << 30).id;
+        let job = core.job(&big).unwrap();
+        assert_eq!(job.state, State::Queued);
+        assert_eq!(
+            job.reason,
+            "waiting: needs 1 workers that can run it (train.device auto, about 6.0 GiB per rank), 0 of 1 registered can"
+        );
+        // A CUDA job does not go to a CPU worker either.
+        let mut cuda = config(1, 0);
+        cuda.train.device = "cuda".parse().unwrap();
+        let gpu_job = core.submit_estimated(cuda, 1 << 30).id;
+        assert!(
+            core.job(&gpu_job).unwrap().reason.contains("train.device cuda"),
+            "{}",
+            core.job(&gpu_job).unwrap().reason
+        );
+        // A large CPU worker takes the big job, a GPU worker the CUDA job; the small one stays idle.
+        let large = register(&mut core, "large", "cpu", 64);
+        assert_eq!(core.job(&big).unwrap().attempts[0].workers, vec![large]);
+        let gpu = register(&mut core, "gpu", "cuda:0", 80);
+        assert_eq!(core.job(&gpu_job).unwrap().attempts[0].workers, vec![gpu]);
+        assert!(beat(&mut core, &small, now).assignment.is_none());
     }
 
     #[test]

@@ -103,8 +103,9 @@ impl Coordinator {
 
     /// Validates a spec completely: the keys, then the dataset it names (reachable, image size,
     /// condition, rows) and the output URL. Every problem is listed.
-    pub async fn validate(&self, spec: &pb::JobSpec) -> Result<JobConfig> {
+    pub async fn validate(&self, spec: &pb::JobSpec) -> Result<(JobConfig, u64)> {
         let (config, mut problems) = JobConfig::parse_spec(spec);
+        let mut memory_bytes = 0;
         // The dataset is checked against the condition as written: not when it does not parse.
         let parsed = problems.is_empty();
         if let Err(JobError::Invalid { problems: more }) = config.validate() {
@@ -127,6 +128,17 @@ impl Coordinator {
                     dataprep::error_chain(&e)
                 )),
                 Ok(Ok(dataset)) => match config.check_dataset(&dataset) {
+                    Ok(classes) if problems.is_empty() => {
+                        let channels = u64::from(dataset.manifest().image.channels);
+                        let estimate = config.memory_estimate(channels, classes.len() as u64);
+                        memory_bytes = estimate.bytes;
+                        let largest = self.inner.core.lock().await.largest_worker_memory();
+                        if let Some(largest) = largest
+                            && let Some(problem) = config.memory_problem(&estimate, largest, "the largest worker has")
+                        {
+                            problems.push(problem);
+                        }
+                    }
                     Ok(_) => {}
                     Err(JobError::Invalid { problems: more }) => problems.extend(more),
                     Err(e) => problems.push(e.to_string()),
@@ -134,7 +146,7 @@ impl Coordinator {
             }
         }
         if problems.is_empty() {
-            Ok(config)
+            Ok((config, memory_bytes))
         } else {
             Err(Error::InvalidSpec { problems })
         }
@@ -154,9 +166,9 @@ impl JobService for Coordinator {
             .into_inner()
             .spec
             .ok_or_else(|| Error::BadRequest("spec is missing".into()))?;
-        let config = self.validate(&spec).await?;
+        let (config, memory_bytes) = self.validate(&spec).await?;
         let mut core = self.inner.core.lock().await;
-        let record = core.submit(config);
+        let record = core.submit_estimated(config, memory_bytes);
         tracing::info!(job_id = %record.id, name = %record.config.job.name, workers = record.config.job.workers, "job submitted");
         self.commit(&mut core).await?;
         let job = core.job(&record.id)?.to_pb();

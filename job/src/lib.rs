@@ -12,6 +12,8 @@
 //! The condition, the split and the device are parsed once, into typed fields, when a job file
 //! or spec is read.
 
+pub mod memory;
+
 use std::str::FromStr;
 
 use dataprep::{Condition, Split};
@@ -98,6 +100,13 @@ pub struct ModelConfig {
     /// Critic dropout probability (the book's 0.3).
     pub dropout: f64,
 }
+
+/// The most rows a sample grid may have (each row is one latent rendered once per class).
+pub const MAX_SAMPLE_ROWS: i64 = 256;
+/// The largest shuffle window, in rows (about 12 GiB of 64x64 images).
+pub const MAX_SHUFFLE_WINDOW: usize = 1 << 20;
+/// The most steps a job, or an interval between its checkpoints or samples, may have.
+pub const MAX_STEPS: u64 = 100_000_000;
 
 /// `[train]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -296,8 +305,11 @@ impl JobConfig {
         if self.data.url.trim().is_empty() {
             p.push("data.url is empty".to_string());
         }
-        if self.data.shuffle_window < 1 {
-            p.push("data.shuffle_window is 0, expected at least 1".to_string());
+        if !(1..=MAX_SHUFFLE_WINDOW).contains(&self.data.shuffle_window) {
+            p.push(format!(
+                "data.shuffle_window is {}, expected 1 to {MAX_SHUFFLE_WINDOW} rows",
+                self.data.shuffle_window
+            ));
         }
         let m = &self.model;
         if ![32, 64, 128].contains(&m.image_size) {
@@ -319,8 +331,18 @@ impl JobConfig {
         if t.batch_size < 1 {
             p.push(format!("train.batch_size is {}, expected at least 1", t.batch_size));
         }
-        if t.steps < 1 {
-            p.push("train.steps is 0".to_string());
+        if !(1..=MAX_STEPS).contains(&t.steps) {
+            p.push(format!("train.steps is {}, expected 1 to {MAX_STEPS}", t.steps));
+        }
+        for (name, every) in [
+            ("checkpoint_every", t.checkpoint_every),
+            ("sample_every", t.sample_every),
+        ] {
+            if every > MAX_STEPS {
+                p.push(format!(
+                    "train.{name} is {every}, expected 0 (only at the end) to {MAX_STEPS}"
+                ));
+            }
         }
         if t.critic_steps < 1 {
             p.push("train.critic_steps is 0, expected at least 1".to_string());
@@ -342,8 +364,11 @@ impl JobConfig {
                 t.gp_weight
             ));
         }
-        if t.sample_rows < 1 {
-            p.push(format!("train.sample_rows is {}, expected at least 1", t.sample_rows));
+        if !(1..=MAX_SAMPLE_ROWS).contains(&t.sample_rows) {
+            p.push(format!(
+                "train.sample_rows is {}, expected 1 to {MAX_SAMPLE_ROWS}",
+                t.sample_rows
+            ));
         }
         if !(t.collective_timeout_s.is_finite() && t.collective_timeout_s > 0.0) {
             p.push(format!(

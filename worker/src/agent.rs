@@ -54,6 +54,37 @@ pub struct AgentOptions {
     pub hostname: String,
     /// The worker binary, run as `worker attempt` for each assignment.
     pub program: PathBuf,
+    /// Memory a rank may use here (`--memory-limit`), bytes; None: the device's or host's.
+    pub memory_limit: Option<u64>,
+}
+
+impl AgentOptions {
+    /// What the agent tells the coordinator a rank may use here: the limit, else the host's
+    /// total memory for a CPU worker, else the GPU's (from `nvidia-smi`); 0 when unknown.
+    fn memory_bytes(&self) -> u64 {
+        if let Some(limit) = self.memory_limit {
+            return limit;
+        }
+        match self.device {
+            DeviceSpec::Cuda(index) => gpu_memory(index).unwrap_or(0),
+            _ => crate::device::total_memory().unwrap_or(0),
+        }
+    }
+}
+
+/// A GPU's total memory from `nvidia-smi`, bytes.
+fn gpu_memory(index: usize) -> Option<u64> {
+    let output = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=memory.total",
+            "--format=csv,noheader,nounits",
+            "-i",
+            &index.to_string(),
+        ])
+        .output()
+        .ok()?;
+    let mib: u64 = String::from_utf8_lossy(&output.stdout).trim().parse().ok()?;
+    Some(mib << 20)
 }
 
 /// Why the agent could not run.
@@ -178,6 +209,8 @@ fn retryable(e: &Error) -> bool {
             | Error::Checkpoint { .. }
             | Error::CheckpointFile { .. }
             | Error::Data(dataprep::Error::Panicked { .. })
+            | Error::TooLarge { .. }
+            | Error::Allocation { .. }
     )
 }
 
@@ -192,9 +225,16 @@ fn job_of(assignment: &pb::Assignment, device: DeviceSpec) -> Result<JobConfig, 
 }
 
 /// Trains a job to its end as this attempt's rank; the event that says how it ended.
-fn run_job(config: &JobConfig, assignment: &pb::Assignment, forward: Arc<Forward>, runtime: &Handle) -> Event {
+fn run_job(
+    config: &JobConfig,
+    assignment: &pb::Assignment,
+    memory_limit: Option<u64>,
+    forward: Arc<Forward>,
+    runtime: &Handle,
+) -> Event {
     let mut options = TrainOptions {
         observer: Some(forward),
+        memory_limit,
         ..TrainOptions::default()
     };
     if assignment.world_size > 1 {
@@ -461,7 +501,7 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
 /// `worker attempt`: runs one attempt in this process, the child of a `worker serve` agent
 /// (see the module documentation for the pipes). Returns when the attempt has ended and its
 /// last event is written.
-pub fn run_attempt(device: DeviceSpec) -> std::io::Result<()> {
+pub fn run_attempt(device: DeviceSpec, memory_limit: Option<u64>) -> std::io::Result<()> {
     use prost::Message;
     use std::io::{Read, Write};
 
@@ -519,7 +559,7 @@ pub fn run_attempt(device: DeviceSpec) -> std::io::Result<()> {
             message,
             retryable: false,
         }),
-        Ok(config) => run_job(&config, &assignment, forward.clone(), runtime.handle()),
+        Ok(config) => run_job(&config, &assignment, memory_limit, forward.clone(), runtime.handle()),
     };
     if let Event::Failed(failure) = &end {
         tracing::error!(job_id = %assignment.job_id, "{}", failure.message);
@@ -567,6 +607,7 @@ impl Agent {
                 device: self.options.device.to_string(),
                 hostname: self.options.hostname.clone(),
                 running: self.run.as_ref().map(Run::work),
+                memory_bytes: self.options.memory_bytes(),
             };
             match self.client.register(request).await {
                 Ok(response) => {

@@ -35,16 +35,40 @@ pub fn resolve(spec: DeviceSpec) -> Result<Device> {
                 Ok(Device::Cuda(i))
             } else if cuda_backend_library().is_none() {
                 Err(bad(format!(
-                    "libtorch's CUDA backend ({CUDA_BACKEND_LIBRARY}) is not loaded in this process"
+                    "libtorch's CUDA backend ({CUDA_BACKEND_LIBRARY}) is not loaded in this process; this worker has: {}",
+                    available_devices().join(", ")
                 )))
             } else {
                 Err(bad(format!(
-                    "this machine has {count} CUDA device(s) usable by libtorch"
+                    "no such device; this worker has: {}",
+                    available_devices().join(", ")
                 )))
             }
         }
         DeviceSpec::Cpu => Ok(Device::Cpu),
     }
+}
+
+/// Memory the host has available now (`MemAvailable` of `/proc/meminfo`), bytes.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Memory the host has in all (`MemTotal`), bytes.
+pub fn total_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The devices this process can train on: `cpu`, then `cuda:0`, `cuda:1`, ...
+pub fn available_devices() -> Vec<String> {
+    let cuda = (0..tch::Cuda::device_count()).map(|i| format!("cuda:{i}"));
+    std::iter::once("cpu".to_string()).chain(cuda).collect()
 }
 
 /// The configured form of a device that [`resolve`] returned (`cpu` or `cuda:N`).

@@ -15,6 +15,21 @@ pub enum Error {
     /// libtorch reported an error.
     #[error("libtorch failed")]
     Torch(#[from] tch::TchError),
+    /// The job needs more memory than this worker has (by the estimate, before any allocation).
+    #[error("{message}")]
+    TooLarge {
+        /// The keys, the estimate and the memory available.
+        message: String,
+    },
+    /// libtorch could not allocate memory (or otherwise failed inside a call that has no
+    /// fallible form in tch).
+    #[error("{during} failed: {message}")]
+    Allocation {
+        /// What was being done: `building the model`, `step 12`.
+        during: String,
+        /// libtorch's message (it names the bytes it tried to allocate).
+        message: String,
+    },
     /// The exchange with the other ranks of a data-parallel run failed.
     #[error(transparent)]
     Collective(#[from] crate::collective::Error),

@@ -62,6 +62,10 @@ enum Command {
         /// Ranks of the group on this host: with train.threads = 0 they share its cores.
         #[arg(long, default_value_t = 1)]
         ranks_on_host: usize,
+        /// Memory this rank may use (e.g. 8GiB; default: what the host has available, on the
+        /// CPU): a job whose estimate exceeds it is refused before anything is allocated.
+        #[arg(long, value_parser = gantry_job::memory::parse_bytes)]
+        memory_limit: Option<u64>,
     },
     /// Generate images for chosen classes from a checkpoint.
     Generate {
@@ -144,6 +148,10 @@ enum Command {
         /// Device for jobs whose train.device is auto (auto, cpu, cuda, cuda:N).
         #[arg(long, default_value = "auto")]
         device: DeviceSpec,
+        /// Memory a rank may use here (e.g. 20GiB; default: the device's or host's total): the
+        /// coordinator places only jobs whose estimate fits, and a rank checks again.
+        #[arg(long, value_parser = gantry_job::memory::parse_bytes)]
+        memory_limit: Option<u64>,
     },
     /// Run one rank of a checked exchange between processes (all-reduce, broadcast, barrier):
     /// every rank verifies its results exactly and prints JSON lines (rank 0 first prints its
@@ -164,6 +172,9 @@ enum Command {
         /// Device for jobs whose train.device is auto.
         #[arg(long, default_value = "auto")]
         device: DeviceSpec,
+        /// Memory the rank may use, bytes.
+        #[arg(long)]
+        memory_limit: Option<u64>,
     },
     /// Compute, as one rank of a data-parallel group on the CPU (or alone with --reference),
     /// what data-parallel training guarantees, and write it as safetensors (for the tests).
@@ -296,6 +307,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             secret,
             bind_host,
             ranks_on_host,
+            memory_limit,
         } => {
             let mut job = JobConfig::from_file(&config)?;
             if let Some(steps) = steps {
@@ -318,6 +330,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             let mut options = worker::train::TrainOptions::from_terminal();
             options.ranks_on_host = ranks_on_host;
+            options.memory_limit = memory_limit;
             if let (Some(rank), Some(world_size), Some(address), Some(secret)) = (rank, world_size, rendezvous, secret)
             {
                 let name = if job.job.name.is_empty() {
@@ -459,6 +472,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             tls_ca,
             advertise,
             device,
+            memory_limit,
         } => {
             let token = gantry_proto::auth::Token::from_file_or_env(token_file.as_deref(), "GANTRY_WORKER_TOKEN")?;
             let device = worker::device::spec_of(worker::device::resolve(device)?);
@@ -471,11 +485,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                 device,
                 hostname,
                 program: std::env::current_exe()?,
+                memory_limit,
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(worker::agent::serve(options, shutdown_signal()))?;
         }
-        Command::Attempt { device } => worker::agent::run_attempt(device)?,
+        Command::Attempt { device, memory_limit } => worker::agent::run_attempt(device, memory_limit)?,
         Command::ParallelCheck {
             group,
             steps,

@@ -110,6 +110,8 @@ pub struct TrainOptions {
     pub group: Option<GroupSpec>,
     /// Ranks of the group on this host (they share its cores when `train.threads` is 0).
     pub ranks_on_host: usize,
+    /// Memory this rank may use, bytes; None: what the host has available (on the CPU).
+    pub memory_limit: Option<u64>,
 }
 
 impl std::fmt::Debug for TrainOptions {
@@ -119,6 +121,7 @@ impl std::fmt::Debug for TrainOptions {
             .field("observer", &self.observer.is_some())
             .field("group", &self.group)
             .field("ranks_on_host", &self.ranks_on_host)
+            .field("memory_limit", &self.memory_limit)
             .finish()
     }
 }
@@ -179,6 +182,43 @@ pub fn step_seed(seed: u64, step: u64, rank: usize) -> i64 {
     dataprep::reader::mix(&[seed, step, 0x57E9, rank as u64]) as i64
 }
 
+/// Refuses a job whose estimated memory ([`gantry_job::memory`]) exceeds `limit`, or on the
+/// CPU without a limit, the memory the host has available, before anything is allocated.
+fn check_memory(config: &JobConfig, channels: i64, classes: i64, device: Device, limit: Option<u64>) -> Result<()> {
+    let estimate = config.memory_estimate(channels as u64, classes as u64);
+    let (available, whose) = match (limit, device) {
+        (Some(limit), _) => (limit, "this worker's --memory-limit is"),
+        (None, Device::Cpu) => match crate::device::available_memory() {
+            Some(bytes) => (bytes, "this host has available"),
+            None => return Ok(()),
+        },
+        // Without a limit a CUDA device's size is not known here; the allocator reports a
+        // failure as an error (below).
+        (None, _) => return Ok(()),
+    };
+    match config.memory_problem(&estimate, available, whose) {
+        Some(message) => Err(Error::TooLarge { message }),
+        None => Ok(()),
+    }
+}
+
+/// Runs `f`, turning a libtorch panic (tch's infallible calls panic on errors, allocation
+/// failures included) into [`Error::Allocation`] naming `during` and libtorch's message.
+fn catch_allocation<T>(during: &str, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| Error::Allocation {
+        during: during.to_string(),
+        message: panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic without a message")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    })
+}
+
 /// How long ranks wait at the barrier after work only rank 0 does (checkpoints, samples): a
 /// slow bucket must not fail a healthy gang.
 pub const RANK0_WORK_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
@@ -223,7 +263,10 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
     }
     let rank_batch = config.train.batch_size / world_size as i64;
     let channels = i64::from(dataset.manifest().image.channels);
-    let mut gan = build_gan(config, channels, classes.len() as i64, device);
+    check_memory(config, channels, classes.len() as i64, device, options.memory_limit)?;
+    let mut gan = catch_allocation("building the model", || {
+        build_gan(config, channels, classes.len() as i64, device)
+    })?;
 
     let mut step = 0u64;
     let mut position = Position::default();
@@ -333,7 +376,9 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         let real = images_to_tensor(&batch.pixels, batch.len as i64, size, channels, device);
         let labels = Tensor::from_slice(&batch.classes).to_device(device);
         tch::manual_seed(step_seed(config.train.seed, step + 1, rank));
-        let m = Gan::read_metrics(&gan.step(&real, &labels, ranks.as_mut())?);
+        let m = catch_allocation(&format!("step {}", step + 1), || {
+            gan.step(&real, &labels, ranks.as_mut()).map(|t| Gan::read_metrics(&t))
+        })??;
         step += 1;
         position = batch.next;
         if let Some((metric, value)) = m.non_finite() {
