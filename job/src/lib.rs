@@ -640,6 +640,27 @@ mod tests {
     }
 
     #[test]
+    fn mistyped_sizes_hit_limits_that_say_the_limit() {
+        let mut c = JobConfig::from_toml(MINIMAL, "test").unwrap();
+        c.data.shuffle_window = 100_000_000;
+        c.train.sample_rows = 100_000;
+        c.train.steps = 1_000_000_000;
+        c.train.sample_every = 1_000_000_000;
+        let Err(JobError::Invalid { problems }) = c.validate() else {
+            panic!("accepted")
+        };
+        assert_eq!(
+            problems,
+            vec![
+                "data.shuffle_window is 100000000, expected 1 to 1048576 rows",
+                "train.steps is 1000000000, expected 1 to 100000000",
+                "train.sample_every is 1000000000, expected 0 (only at the end) to 100000000",
+                "train.sample_rows is 100000, expected 1 to 256",
+            ]
+        );
+    }
+
+    #[test]
     fn the_batch_divides_among_the_workers() {
         let text = format!("{MINIMAL}[train]\nbatch_size = 10\n[job]\nworkers = 3\n");
         let message = JobConfig::from_toml(&text, "job.toml")

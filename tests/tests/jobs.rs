@@ -344,6 +344,88 @@ fn a_killed_rank_process_is_reported_with_its_signal_and_its_agent_carries_on() 
 }
 
 #[test]
+fn a_job_no_worker_can_hold_is_refused_at_submit_and_an_allocation_failure_fails_its_job() {
+    serial(async {
+        let scratch = Scratch::new();
+        let coord = coordinator(&scratch, scratch.path("state").to_str().unwrap(), "127.0.0.1:0", &[]);
+        let mut client = jobs(&coord.addr, JOB_TOKEN);
+        // The agent and its ranks live under an address-space limit that leaves libtorch room to
+        // load but not much more; it offers 3 GiB a rank.
+        let log = std::fs::File::create(scratch.path("w1.log")).unwrap();
+        let _agent = Process {
+            child: Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "ulimit -v 3000000; exec '{}' serve --coordinator {} --device cpu --memory-limit 3GiB \
+                     --token-file '{}' --advertise 127.0.0.1:{}",
+                    bin("worker").display(),
+                    coord.addr,
+                    scratch.path("worker.token").display(),
+                    free_port()
+                ))
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        };
+        // A small job proves the worker has registered (and that it trains under the limit).
+        let first = submit(&scratch, &coord.addr, &scratch.job_file("small", 3, 0, ""));
+        let job = watch_to_end(&mut client, &first, LIMIT).await;
+        assert_eq!(
+            job.state(),
+            pb::JobState::Succeeded,
+            "{}\n{}",
+            job.reason,
+            scratch.log("w1.log")
+        );
+
+        // Too large for every registered worker: refused at the door with the figures.
+        let huge = scratch.job_file("huge", 3, 0, "");
+        let spec = std::fs::read_to_string(&huge)
+            .unwrap()
+            .replace("width = 8", "width = 6000");
+        std::fs::write(&huge, spec).unwrap();
+        let refused = scratch.cli(&coord.addr, &["submit", huge.to_str().unwrap()]);
+        let (_, stderr) = crate::util::text(&refused);
+        assert!(!refused.status.success());
+        assert!(
+            stderr.contains("model.width 6000, model.image_size 32 and train.batch_size 8 (8 per rank) need about"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("per rank; the largest worker has 3.0 GiB"), "{stderr}");
+
+        // Within the offered 3 GiB by the estimate (2.2 GiB) but not within the address space: the allocation fails, the job
+        // FAILS with libtorch's figure at once (a restart would meet the same limit), and the
+        // agent lives on to run the next job.
+        let wide = scratch.job_file("wide", 3, 0, "");
+        let spec = std::fs::read_to_string(&wide)
+            .unwrap()
+            .replace("width = 8", "width = 1024");
+        std::fs::write(&wide, spec).unwrap();
+        let id = submit(&scratch, &coord.addr, &wide);
+        let job = watch_to_end(&mut client, &id, LIMIT).await;
+        assert_eq!(job.state(), pb::JobState::Failed, "{}", job.reason);
+        assert_eq!(job.attempts.len(), 1, "not retried: {}", job.reason);
+        assert!(
+            job.reason.contains(
+                "building the model failed: DefaultCPUAllocator: can't allocate memory: you tried to allocate"
+            ),
+            "{}",
+            job.reason
+        );
+        let next = submit(&scratch, &coord.addr, &scratch.job_file("next", 3, 0, ""));
+        let job = watch_to_end(&mut client, &next, LIMIT).await;
+        assert_eq!(
+            job.state(),
+            pb::JobState::Succeeded,
+            "{}\n{}",
+            job.reason,
+            scratch.log("w1.log")
+        );
+    });
+}
+
+#[test]
 fn cancel_a_queued_and_a_running_job() {
     serial(async {
         let scratch = Scratch::new();

@@ -207,16 +207,29 @@ fn check_memory(config: &JobConfig, channels: i64, classes: i64, device: Device,
 fn catch_allocation<T>(during: &str, f: impl FnOnce() -> T) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| Error::Allocation {
         during: during.to_string(),
-        message: panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("a panic without a message")
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string(),
+        message: libtorch_message(
+            panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic without a message"),
+        ),
     })
+}
+
+/// The first line of a libtorch error out of a tch panic's text (`called Result::unwrap() on
+/// an Err value: Torch("[enforce fail ...] DefaultCPUAllocator: can't allocate memory: you tried
+/// to allocate 33554432 bytes. ...\nframe #0: ...")`), without the C++ stack.
+pub fn libtorch_message(panic: &str) -> String {
+    let text = panic.split_once("Torch(\"").map_or(panic, |(_, inner)| inner);
+    let first = text.split("\\n").next().unwrap_or(text);
+    let first = first.lines().next().unwrap_or(first);
+    // `[enforce fail at alloc_cpu.cpp:127] err == 0. ` is libtorch's location, not the news.
+    let first = match first.find("] ") {
+        Some(i) if first.starts_with('[') => first[i + 2..].trim_start_matches("err == 0. "),
+        _ => first,
+    };
+    first.strip_suffix("\")").unwrap_or(first).to_string()
 }
 
 /// How long ranks wait at the barrier after work only rank 0 does (checkpoints, samples): a
@@ -477,4 +490,23 @@ fn progress_bar(show: bool, total: u64, at: u64) -> ProgressBar {
     let bar = ProgressBar::new(total).with_position(at);
     bar.set_style(ProgressStyle::with_template("step {pos}/{len} {bar:30} eta {eta}  {msg}").expect("valid template"));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::libtorch_message;
+
+    #[test]
+    fn a_libtorch_panic_reads_as_its_first_line() {
+        let panic = r#"called `Result::unwrap()` on an `Err` value: Torch("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate 33554432 bytes. Error code 12 (Cannot allocate memory)\nframe #0: c10::ThrowEnforceNotMet(char const*, int)\n")"#;
+        assert_eq!(
+            libtorch_message(panic),
+            "DefaultCPUAllocator: can't allocate memory: you tried to allocate 33554432 bytes. Error code 12 (Cannot allocate memory)"
+        );
+        assert_eq!(
+            libtorch_message(r#"x: Torch("could not create a primitive")"#),
+            "could not create a primitive"
+        );
+        assert_eq!(libtorch_message("plain panic\nsecond line"), "plain panic");
+    }
 }

@@ -5,6 +5,7 @@ mod util;
 
 mod artifacts;
 mod bad_input;
+mod fit;
 mod numerics;
 mod parallel;
 mod quality;
