@@ -15,6 +15,9 @@ pub enum Error {
     /// A request is malformed (a missing field, an unknown state).
     #[error("{0}")]
     BadRequest(String),
+    /// A job would touch storage outside what jobs may read or write.
+    #[error("{0}")]
+    Denied(String),
     /// No job has this id.
     #[error("no job {id}")]
     JobNotFound {
@@ -58,6 +61,7 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Error::InvalidSpec { .. } | Error::BadRequest(_) => Code::InvalidArgument,
+            Error::Denied(_) => Code::PermissionDenied,
             Error::JobNotFound { .. } => Code::NotFound,
             Error::JobState { .. } => Code::FailedPrecondition,
             Error::Store(_) => Code::Unavailable,

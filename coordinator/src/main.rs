@@ -62,6 +62,13 @@ enum Command {
         /// TLS private key (PEM); requires --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// A storage prefix jobs may read datasets from (repeatable; comma-separated in the
+        /// variable). Default, with neither list: any storage but the job records.
+        #[arg(long, env = "GANTRY_ALLOW_READ", value_delimiter = ',')]
+        allow_read: Vec<String>,
+        /// A storage prefix jobs may write runs into (and read from).
+        #[arg(long, env = "GANTRY_ALLOW_WRITE", value_delimiter = ',')]
+        allow_write: Vec<String>,
     },
     /// Submit a TOML job file; prints the job id.
     Submit {
@@ -146,7 +153,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             heartbeat_timeout,
             tls_cert,
             tls_key,
+            allow_read,
+            allow_write,
         } => {
+            let access = coordinator::service::Access {
+                read: dataprep::access::Prefixes::new(&allow_read).map_err(anyhow::Error::msg)?,
+                write: dataprep::access::Prefixes::new(&allow_write).map_err(anyhow::Error::msg)?,
+                state: None,
+            };
             anyhow::ensure!(
                 heartbeat_timeout.is_finite() && heartbeat_timeout > 0.0,
                 "--heartbeat-timeout is {heartbeat_timeout}, expected a positive number of seconds"
@@ -169,6 +183,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 job_token,
                 worker_token,
                 heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
+                access,
                 tls,
             };
             let shutdown = async {

@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub heartbeat_timeout: Duration,
     /// PEM certificate chain and private key, for TLS.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// The storage jobs may read and write.
+    pub access: crate::service::Access,
 }
 
 /// Serves on `listener` until `shutdown` resolves.
@@ -37,7 +39,12 @@ pub async fn serve(options: ServeOptions, listener: TcpListener, shutdown: impl 
     let timing = Timing {
         heartbeat_timeout: options.heartbeat_timeout,
     };
-    let coordinator = Coordinator::recover(store, timing).await?;
+    if options.access.read.is_empty() && options.access.write.is_empty() {
+        tracing::warn!(
+            "no --allow-read or --allow-write: jobs may read and write any storage the workers reach (but the job records)"
+        );
+    }
+    let coordinator = Coordinator::recover_with(store, timing, options.access.clone()).await?;
 
     let ticker = {
         let coordinator = coordinator.clone();

@@ -31,6 +31,57 @@ struct Inner {
     core: Mutex<Core>,
     store: JobStore,
     events: broadcast::Sender<(String, pb::JobEvent)>,
+    access: Access,
+}
+
+/// The storage jobs may touch: `data.url` under `read` or `write` (no `read` list: anywhere),
+/// `output.url` under `write` (no `write` list: anywhere), and never the coordinator's own job
+/// records.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Prefixes jobs may read datasets from.
+    pub read: dataprep::access::Prefixes,
+    /// Prefixes jobs may write runs into (and read from).
+    pub write: dataprep::access::Prefixes,
+    /// The job store, normalised.
+    pub state: Option<String>,
+}
+
+impl Access {
+    /// Why `config` may not touch its storage, if it may not: the URL and the allowed prefixes.
+    pub fn check(&self, config: &JobConfig) -> std::result::Result<(), String> {
+        use dataprep::access::{normalize, within};
+        for (key, url, writes) in [
+            ("data.url", &config.data.url, false),
+            ("output.url", &config.output.url, true),
+        ] {
+            let normal = normalize(url).map_err(|e| format!("{key}: {e}"))?;
+            if let Some(state) = &self.state
+                && (within(&normal, state) || within(state, &normal))
+            {
+                return Err(format!("{key} {url} overlaps the coordinator's job records"));
+            }
+            let (allowed, what) = if writes {
+                (self.write.is_empty() || self.write.contains(&normal), self.write.list())
+            } else {
+                (
+                    self.read.is_empty() || self.read.contains(&normal) || self.write.contains(&normal),
+                    {
+                        let both = [self.read.list(), self.write.list()];
+                        both.into_iter()
+                            .filter(|l| !l.is_empty())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                )
+            };
+            if !allowed {
+                let verb = if writes { "write" } else { "read" };
+                return Err(format!("{key} {url} is outside the prefixes jobs may {verb}: {what}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -42,6 +93,12 @@ impl std::fmt::Debug for Coordinator {
 impl Coordinator {
     /// A coordinator over a job store, with the jobs it already holds.
     pub async fn recover(store: JobStore, timing: Timing) -> Result<Self> {
+        Self::recover_with(store, timing, Access::default()).await
+    }
+
+    /// [`Coordinator::recover`], admitting only jobs whose storage `access` allows.
+    pub async fn recover_with(store: JobStore, timing: Timing, mut access: Access) -> Result<Self> {
+        access.state = dataprep::access::normalize(&store.url()).ok();
         let records = store.load_all().await?;
         let queued = records.iter().filter(|r| r.state == State::Queued).count();
         let running = records.iter().filter(|r| r.state == State::Running).count();
@@ -52,6 +109,7 @@ impl Coordinator {
                 core: Mutex::new(Core::recover(timing, records, Instant::now())),
                 store,
                 events,
+                access,
             }),
         };
         let mut core = coordinator.inner.core.lock().await;
@@ -105,13 +163,17 @@ impl Coordinator {
     /// condition, rows) and the output URL. Every problem is listed.
     pub async fn validate(&self, spec: &pb::JobSpec) -> Result<(JobConfig, u64)> {
         let (config, mut problems) = JobConfig::parse_spec(spec);
+        // Before anything is opened: a job outside its storage touches nothing.
+        if !config.data.url.trim().is_empty() && !config.output.url.trim().is_empty() {
+            self.inner.access.check(&config).map_err(Error::Denied)?;
+        }
         let mut memory_bytes = 0;
         // The dataset is checked against the condition as written: not when it does not parse.
         let parsed = problems.is_empty();
         if let Err(JobError::Invalid { problems: more }) = config.validate() {
             problems.extend(more);
         }
-        if let Err(e) = dataprep::Location::parse(&config.output.url)
+        if let Err(e) = dataprep::Location::check(&config.output.url)
             && !config.output.url.trim().is_empty()
         {
             problems.push(format!("output.url: {}", dataprep::error_chain(&e)));

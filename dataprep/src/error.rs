@@ -43,6 +43,18 @@ pub enum Error {
         /// What is missing or wrong.
         message: String,
     },
+    /// A prefix to write into holds files gantry did not write.
+    #[error(
+        "{url} holds {entry:?}, which gantry did not write: refusing to write there (use an empty prefix, or one with {marker})"
+    )]
+    Foreign {
+        /// The prefix.
+        url: String,
+        /// Its first foreign entry (a folder ends with `/`).
+        entry: String,
+        /// The marker a prefix of ours holds.
+        marker: String,
+    },
     /// A storage URL could not be understood or opened.
     #[error("storage URL {url:?}: {message}")]
     Url {

@@ -11,6 +11,7 @@
 //! - [`inspect`] and [`grid`]: summaries and labelled preview grids; `bench` (feature `synth`):
 //!   throughput figures.
 
+pub mod access;
 #[cfg(feature = "synth")]
 pub mod bench;
 pub mod celeba;

@@ -111,6 +111,10 @@ struct PackArgs {
     /// Pixel storage: `raw` HWC bytes (fast to read) or `png` (smaller).
     #[arg(long, value_enum, default_value_t = Encoding::Raw)]
     encoding: Encoding,
+    /// Write even into a prefix holding files of something else (they are left beside the
+    /// dataset); without it, only an empty prefix or a previous gantry dataset is written to.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +253,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 row_group: common.row_group,
                 encoding: common.encoding,
                 progress: std::io::stderr().is_terminal(),
+                force: common.force,
             };
             let summary = tokio::select! {
                 summary = dataprep::pack::pack(source, recipe, &output, &options) => summary?,

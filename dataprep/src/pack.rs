@@ -42,6 +42,8 @@ pub struct PackOptions {
     pub encoding: Encoding,
     /// Show a progress bar (on a terminal); otherwise progress goes to the log.
     pub progress: bool,
+    /// Write into a prefix that holds files of something else (they stay, beside the dataset).
+    pub force: bool,
 }
 
 impl Default for PackOptions {
@@ -51,6 +53,7 @@ impl Default for PackOptions {
             row_group: 512,
             encoding: Encoding::Raw,
             progress: false,
+            force: false,
         }
     }
 }
@@ -90,6 +93,10 @@ const DECODE_CHUNK: usize = 256;
 pub async fn pack(source: Source, recipe: Recipe, output: &Location, options: &PackOptions) -> Result<PackSummary> {
     options.validate()?;
     let started = Instant::now();
+    // Only into an empty prefix or a dataset of ours, complete or interrupted (the marker goes
+    // first); datasets from before the marker are known by their manifest or shards.
+    let legacy = |name: &str| name == MANIFEST || (name.starts_with("shard-") && name.ends_with(".parquet"));
+    crate::access::claim(output, crate::access::DATASET_MARKER, legacy, options.force).await?;
     // Uncommit whatever was there, then clear its shards.
     output.delete(MANIFEST).await?;
     for name in output.list_names().await? {

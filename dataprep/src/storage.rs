@@ -36,6 +36,43 @@ fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
 }
 
 impl Location {
+    /// Checks that `url` is a storage URL [`Location::parse`] would accept, without opening it
+    /// or creating anything (no client is built, no folder made).
+    pub fn check(url: &str) -> Result<()> {
+        let bad = |message: String| Error::Url {
+            url: url.to_string(),
+            message,
+            source: None,
+        };
+        if url.trim().is_empty() {
+            return Err(bad("empty".into()));
+        }
+        if !url.contains("://") {
+            return Ok(());
+        }
+        let parsed = Url::parse(url).map_err(|e| Error::Url {
+            url: url.to_string(),
+            message: "not a valid URL".into(),
+            source: Some(e.into()),
+        })?;
+        match parsed.scheme() {
+            "file" => parsed
+                .to_file_path()
+                .map(|_| ())
+                .map_err(|()| bad("not an absolute local path".into())),
+            "memory" => Ok(()),
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss"
+                if parsed.host_str().unwrap_or_default().is_empty() =>
+            {
+                Err(bad(format!("{}:// needs a bucket or container name", parsed.scheme())))
+            }
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => Ok(()),
+            other => Err(bad(format!(
+                "unsupported scheme {other:?} (use a path, file://, memory://, s3://, gs:// or az://)"
+            ))),
+        }
+    }
+
     /// Parses a storage URL or a local path. Local folders are created when missing.
     pub fn parse(url: &str) -> Result<Self> {
         let bad = |message: String| Error::Url {

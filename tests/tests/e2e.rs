@@ -7,4 +7,5 @@ mod dataprep_cli;
 mod jobs;
 mod layout;
 mod linkage;
+mod storage;
 mod worker_cli;

@@ -56,6 +56,11 @@ pub struct AgentOptions {
     pub program: PathBuf,
     /// Memory a rank may use here (`--memory-limit`), bytes; None: the device's or host's.
     pub memory_limit: Option<u64>,
+    /// Storage prefixes jobs may read and write here (`--allow-read`, `--allow-write`), as
+    /// given; empty: anywhere.
+    pub allow_read: Vec<String>,
+    /// See `allow_read`.
+    pub allow_write: Vec<String>,
 }
 
 impl AgentOptions {
@@ -210,6 +215,8 @@ fn retryable(e: &Error) -> bool {
             | Error::CheckpointFile { .. }
             | Error::Data(dataprep::Error::Panicked { .. })
             | Error::TooLarge { .. }
+            | Error::Denied { .. }
+            | Error::Data(dataprep::Error::Foreign { .. })
             | Error::Allocation { .. }
     )
 }
@@ -228,14 +235,13 @@ fn job_of(assignment: &pb::Assignment, device: DeviceSpec) -> Result<JobConfig, 
 fn run_job(
     config: &JobConfig,
     assignment: &pb::Assignment,
-    memory_limit: Option<u64>,
+    base: TrainOptions,
     forward: Arc<Forward>,
     runtime: &Handle,
 ) -> Event {
     let mut options = TrainOptions {
         observer: Some(forward),
-        memory_limit,
-        ..TrainOptions::default()
+        ..base
     };
     if assignment.world_size > 1 {
         match GroupSpec::from_assignment(assignment, tch::Device::Cpu) {
@@ -289,14 +295,24 @@ fn start(assignment: &pb::Assignment, options: &AgentOptions) -> Run {
         rank: assignment.rank,
     };
     tracing::info!(job_id = %ids.job_id, attempt = ids.attempt, rank = ids.rank, "assignment started");
-    let child = tokio::process::Command::new(&options.program)
-        .args([
-            "--log-format",
-            "json",
-            "attempt",
-            "--device",
-            &options.device.to_string(),
-        ])
+    let mut command = tokio::process::Command::new(&options.program);
+    command.args([
+        "--log-format",
+        "json",
+        "attempt",
+        "--device",
+        &options.device.to_string(),
+    ]);
+    if let Some(limit) = options.memory_limit {
+        command.args(["--memory-limit", &limit.to_string()]);
+    }
+    for prefix in &options.allow_read {
+        command.args(["--allow-read", prefix]);
+    }
+    for prefix in &options.allow_write {
+        command.args(["--allow-write", prefix]);
+    }
+    let child = command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -501,7 +517,7 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
 /// `worker attempt`: runs one attempt in this process, the child of a `worker serve` agent
 /// (see the module documentation for the pipes). Returns when the attempt has ended and its
 /// last event is written.
-pub fn run_attempt(device: DeviceSpec, memory_limit: Option<u64>) -> std::io::Result<()> {
+pub fn run_attempt(device: DeviceSpec, base: TrainOptions) -> std::io::Result<()> {
     use prost::Message;
     use std::io::{Read, Write};
 
@@ -559,7 +575,7 @@ pub fn run_attempt(device: DeviceSpec, memory_limit: Option<u64>) -> std::io::Re
             message,
             retryable: false,
         }),
-        Ok(config) => run_job(&config, &assignment, memory_limit, forward.clone(), runtime.handle()),
+        Ok(config) => run_job(&config, &assignment, base, forward.clone(), runtime.handle()),
     };
     if let Event::Failed(failure) = &end {
         tracing::error!(job_id = %assignment.job_id, "{}", failure.message);

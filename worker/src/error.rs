@@ -15,6 +15,12 @@ pub enum Error {
     /// libtorch reported an error.
     #[error("libtorch failed")]
     Torch(#[from] tch::TchError),
+    /// The job would touch storage this worker does not let jobs touch.
+    #[error("{message}")]
+    Denied {
+        /// The URL and the allowed prefixes.
+        message: String,
+    },
     /// The job needs more memory than this worker has (by the estimate, before any allocation).
     #[error("{message}")]
     TooLarge {

@@ -66,6 +66,8 @@ enum Command {
         /// CPU): a job whose estimate exceeds it is refused before anything is allocated.
         #[arg(long, value_parser = gantry_job::memory::parse_bytes)]
         memory_limit: Option<u64>,
+        #[command(flatten)]
+        allow: AllowArgs,
     },
     /// Generate images for chosen classes from a checkpoint.
     Generate {
@@ -152,6 +154,8 @@ enum Command {
         /// coordinator places only jobs whose estimate fits, and a rank checks again.
         #[arg(long, value_parser = gantry_job::memory::parse_bytes)]
         memory_limit: Option<u64>,
+        #[command(flatten)]
+        allow: AllowArgs,
     },
     /// Run one rank of a checked exchange between processes (all-reduce, broadcast, barrier):
     /// every rank verifies its results exactly and prints JSON lines (rank 0 first prints its
@@ -175,6 +179,8 @@ enum Command {
         /// Memory the rank may use, bytes.
         #[arg(long)]
         memory_limit: Option<u64>,
+        #[command(flatten)]
+        allow: AllowArgs,
     },
     /// Compute, as one rank of a data-parallel group on the CPU (or alone with --reference),
     /// what data-parallel training guarantees, and write it as safetensors (for the tests).
@@ -230,6 +236,27 @@ enum Command {
         #[arg(long)]
         require_cuda: bool,
     },
+}
+
+/// The storage this worker lets jobs touch.
+#[derive(Debug, Clone, clap::Args)]
+struct AllowArgs {
+    /// A storage prefix jobs may read datasets from here (repeatable; comma-separated in the
+    /// variable); with neither list, anywhere. Local paths are checked with symlinks resolved.
+    #[arg(long, env = "GANTRY_ALLOW_READ", value_delimiter = ',')]
+    allow_read: Vec<String>,
+    /// A storage prefix jobs may write runs into (and read from) here.
+    #[arg(long, env = "GANTRY_ALLOW_WRITE", value_delimiter = ',')]
+    allow_write: Vec<String>,
+}
+
+impl AllowArgs {
+    fn parse(&self) -> anyhow::Result<worker::train::Allow> {
+        Ok(worker::train::Allow {
+            read: dataprep::access::Prefixes::new(&self.allow_read).map_err(anyhow::Error::msg)?,
+            write: dataprep::access::Prefixes::new(&self.allow_write).map_err(anyhow::Error::msg)?,
+        })
+    }
 }
 
 /// Where a rank of a collective group meets its peers.
@@ -319,6 +346,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             bind_host,
             ranks_on_host,
             memory_limit,
+            allow,
         } => {
             let mut job = JobConfig::from_file(&config)?;
             if let Some(steps) = steps {
@@ -342,6 +370,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let mut options = worker::train::TrainOptions::from_terminal();
             options.ranks_on_host = ranks_on_host;
             options.memory_limit = memory_limit;
+            options.allow = allow.parse()?;
             if let (Some(rank), Some(world_size), Some(address), Some(secret)) = (rank, world_size, rendezvous, secret)
             {
                 let name = if job.job.name.is_empty() {
@@ -484,7 +513,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             advertise,
             device,
             memory_limit,
+            allow,
         } => {
+            allow.parse()?;
             let token = gantry_proto::auth::Token::from_file_or_env(token_file.as_deref(), "GANTRY_WORKER_TOKEN")?;
             let device = worker::device::spec_of(worker::device::resolve(device)?);
             let hostname = hostname();
@@ -497,11 +528,24 @@ fn run(command: Command) -> anyhow::Result<()> {
                 hostname,
                 program: std::env::current_exe()?,
                 memory_limit,
+                allow_read: allow.allow_read,
+                allow_write: allow.allow_write,
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(worker::agent::serve(options, shutdown_signal()))?;
         }
-        Command::Attempt { device, memory_limit } => worker::agent::run_attempt(device, memory_limit)?,
+        Command::Attempt {
+            device,
+            memory_limit,
+            allow,
+        } => {
+            let base = worker::train::TrainOptions {
+                memory_limit,
+                allow: allow.parse()?,
+                ..Default::default()
+            };
+            worker::agent::run_attempt(device, base)?
+        }
         Command::ParallelCheck {
             group,
             steps,

@@ -112,6 +112,65 @@ pub struct TrainOptions {
     pub ranks_on_host: usize,
     /// Memory this rank may use, bytes; None: what the host has available (on the CPU).
     pub memory_limit: Option<u64>,
+    /// Storage prefixes this worker lets jobs read (datasets) and write (runs, which may also
+    /// be read); an empty list leaves that kind of access unrestricted.
+    pub allow: Allow,
+}
+
+/// The storage a worker lets its jobs touch, checked after resolving local paths' symlinks,
+/// before the job's storage is opened: a misdirected coordinator cannot send it elsewhere.
+#[derive(Debug, Clone, Default)]
+pub struct Allow {
+    /// Prefixes datasets may be read from.
+    pub read: dataprep::access::Prefixes,
+    /// Prefixes runs may be written into.
+    pub write: dataprep::access::Prefixes,
+}
+
+impl Allow {
+    /// Refuses a job whose `data.url` or `output.url` falls outside the lists.
+    pub fn check(&self, config: &JobConfig) -> Result<()> {
+        let deny = |message: String| Err(Error::Denied { message });
+        for (key, url, writes) in [
+            ("data.url", &config.data.url, false),
+            ("output.url", &config.output.url, true),
+        ] {
+            let unrestricted = if writes {
+                self.write.is_empty()
+            } else {
+                self.read.is_empty()
+            };
+            if unrestricted {
+                continue;
+            }
+            let inside = |p: &dataprep::access::Prefixes| p.allows_resolved(url);
+            let allowed = if writes {
+                inside(&self.write)
+            } else {
+                inside(&self.read).and_then(|r| Ok(r || inside(&self.write)?))
+            };
+            match allowed {
+                Ok(true) => {}
+                Ok(false) => {
+                    let lists = if writes {
+                        self.write.list()
+                    } else {
+                        [self.read.list(), self.write.list()]
+                            .into_iter()
+                            .filter(|l| !l.is_empty())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    let verb = if writes { "write" } else { "read" };
+                    return deny(format!(
+                        "{key} {url} is outside the prefixes this worker lets jobs {verb}: {lists}"
+                    ));
+                }
+                Err(e) => return deny(format!("{key}: {e}")),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for TrainOptions {
@@ -122,6 +181,7 @@ impl std::fmt::Debug for TrainOptions {
             .field("group", &self.group)
             .field("ranks_on_host", &self.ranks_on_host)
             .field("memory_limit", &self.memory_limit)
+            .field("allow", &self.allow)
             .finish()
     }
 }
@@ -241,6 +301,7 @@ pub const RANK0_WORK_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// loader run on `runtime`, the step on this thread.
 pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Result<TrainSummary> {
     config.validate()?;
+    options.allow.check(config)?;
     let output = Location::parse(&config.output.url)?;
     let dataset = runtime.block_on(Dataset::open(&config.data.url))?;
     let classes = config.check_dataset(&dataset)?;
@@ -322,6 +383,15 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
     // Rank 0 alone writes the job's output.
     let writer = rank == 0;
     if writer {
+        // Only into an empty prefix or a run of ours (the marker goes first, so an interrupted
+        // run resumes); runs from before the marker are known by their checkpoints.
+        let legacy = |name: &str| name == checkpoint::CHECKPOINTS;
+        runtime.block_on(dataprep::access::claim(
+            &output,
+            dataprep::access::RUN_MARKER,
+            legacy,
+            false,
+        ))?;
         runtime.block_on(output.put(CONFIG_FILE, config.to_toml().into_bytes()))?;
     }
 
