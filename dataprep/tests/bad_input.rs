@@ -177,6 +177,8 @@ async fn a_failed_pack_leaves_no_manifest_and_a_rerun_replaces_everything() {
     on_disk.sort();
     let mut expected: Vec<String> = second.manifest.shards.iter().map(|s| s.file.clone()).collect();
     expected.push("manifest.json".into());
+    // The marker that makes the folder a gantry dataset, written first by every pack.
+    expected.push(dataprep::access::DATASET_MARKER.into());
     expected.sort();
     assert_eq!(on_disk, expected);
     assert_eq!(read_all(&url, None, None).await.len(), 9);
