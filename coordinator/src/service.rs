@@ -50,37 +50,21 @@ pub struct Access {
 impl Access {
     /// Why `config` may not touch its storage, if it may not: the URL and the allowed prefixes.
     pub fn check(&self, config: &JobConfig) -> std::result::Result<(), String> {
-        use dataprep::access::{normalize, within};
-        for (key, url, writes) in [
-            ("data.url", &config.data.url, false),
-            ("output.url", &config.output.url, true),
-        ] {
+        use dataprep::access::{check_job, normalize, within};
+        for (key, url) in [("data.url", &config.data.url), ("output.url", &config.output.url)] {
             let normal = normalize(url).map_err(|e| format!("{key}: {e}"))?;
             if let Some(state) = &self.state
                 && (within(&normal, state) || within(state, &normal))
             {
                 return Err(format!("{key} {url} overlaps the coordinator's job records"));
             }
-            let (allowed, what) = if writes {
-                (self.write.is_empty() || self.write.contains(&normal), self.write.list())
-            } else {
-                (
-                    self.read.is_empty() || self.read.contains(&normal) || self.write.contains(&normal),
-                    {
-                        let both = [self.read.list(), self.write.list()];
-                        both.into_iter()
-                            .filter(|l| !l.is_empty())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    },
-                )
-            };
-            if !allowed {
-                let verb = if writes { "write" } else { "read" };
-                return Err(format!("{key} {url} is outside the prefixes jobs may {verb}: {what}"));
-            }
         }
-        Ok(())
+        check_job(&self.read, &self.write, &config.data.url, &config.output.url, false).map_err(|r| {
+            format!(
+                "{} {} is outside the prefixes jobs may {}: {}",
+                r.key, r.url, r.verb, r.allowed
+            )
+        })
     }
 }
 

@@ -129,6 +129,69 @@ impl Prefixes {
     }
 }
 
+/// A job URL outside the allowed prefixes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The job key (`data.url`, `output.url`).
+    pub key: &'static str,
+    /// The URL as written.
+    pub url: String,
+    /// `read` or `write`.
+    pub verb: &'static str,
+    /// The prefixes that would have allowed it.
+    pub allowed: String,
+}
+
+/// Checks a job's dataset (`data_url`, read: under `read` or `write`; no `read` list: anywhere)
+/// and output (`output_url`, under `write`; no `write` list: anywhere). With `resolve`, local
+/// paths are compared with their symlinks resolved (what a worker does); otherwise lexically.
+pub fn check_job(
+    read: &Prefixes,
+    write: &Prefixes,
+    data_url: &str,
+    output_url: &str,
+    resolve: bool,
+) -> std::result::Result<(), Refusal> {
+    let inside = |prefixes: &Prefixes, url: &str| -> std::result::Result<bool, String> {
+        if resolve {
+            prefixes.allows_resolved(url)
+        } else {
+            normalize(url).map(|normal| prefixes.contains(&normal))
+        }
+    };
+    let refuse = |key, url: &str, verb, allowed: String| Refusal {
+        key,
+        url: url.to_string(),
+        verb,
+        allowed,
+    };
+    let unparsable = |key, url: &str, e: String| refuse(key, url, "use", e);
+    if !read.is_empty() {
+        let ok = inside(read, data_url).and_then(|r| Ok(r || inside(write, data_url)?));
+        match ok {
+            Ok(true) => {}
+            Ok(false) => {
+                let lists = [read.list(), write.list()].into_iter().filter(|l| !l.is_empty());
+                return Err(refuse(
+                    "data.url",
+                    data_url,
+                    "read",
+                    lists.collect::<Vec<_>>().join(", "),
+                ));
+            }
+            Err(e) => return Err(unparsable("data.url", data_url, e)),
+        }
+    }
+    if !write.is_empty() {
+        match inside(write, output_url) {
+            Ok(true) => {}
+            Ok(false) => return Err(refuse("output.url", output_url, "write", write.list())),
+            Err(e) => return Err(unparsable("output.url", output_url, e)),
+        }
+    }
+    Ok(())
+}
+
 /// Whether normalised `url` equals `prefix` or lies below it (whole components).
 pub fn within(url: &str, prefix: &str) -> bool {
     url == prefix || prefix.ends_with('/') && url.starts_with(prefix) || url.starts_with(&format!("{prefix}/"))

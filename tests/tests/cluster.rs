@@ -202,6 +202,11 @@ pub(crate) fn gone(pid: u32) -> bool {
 
 /// Starts `worker serve` against a coordinator; its log goes to `<name>.log`.
 pub(crate) fn worker(scratch: &Scratch, coordinator: &str, name: &str) -> Process {
+    worker_with(scratch, coordinator, name, &[])
+}
+
+/// [`worker`] with more flags for `worker serve`.
+pub(crate) fn worker_with(scratch: &Scratch, coordinator: &str, name: &str, extra: &[&str]) -> Process {
     let log = std::fs::File::create(scratch.path(&format!("{name}.log"))).unwrap();
     let child = Command::new(bin("worker"))
         .args(["serve", "--coordinator", coordinator, "--device", "cpu"])
@@ -209,6 +214,7 @@ pub(crate) fn worker(scratch: &Scratch, coordinator: &str, name: &str) -> Proces
         .arg(scratch.path("worker.token"))
         // A loopback port free a moment ago: rank 0 hosts its gang's rendezvous there.
         .args(["--advertise", &format!("127.0.0.1:{}", free_port())])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -1,7 +1,6 @@
 //! Jobs stay inside their storage: the coordinator's and the workers' allow-lists (with the
 //! usual tricks), and runs and packs that never write over files gantry did not write.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use gantry_proto::pb;
@@ -111,24 +110,17 @@ fn a_worker_keeps_to_its_own_lists_with_symlinks_resolved() {
             &["--allow-write", &format!("{root}/runs")],
         );
         let mut client = jobs(&coord.addr, JOB_TOKEN);
-        let log = std::fs::File::create(scratch.path("w1.log")).unwrap();
-        let _agent = Process {
-            child: Command::new(bin("worker"))
-                .args(["serve", "--coordinator", &coord.addr, "--device", "cpu"])
-                .arg("--token-file")
-                .arg(scratch.path("worker.token"))
-                .args(["--advertise", &format!("127.0.0.1:{}", free_port())])
-                .args([
-                    "--allow-write",
-                    &format!("{root}/runs"),
-                    "--allow-read",
-                    &format!("{root}/data"),
-                ])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        };
+        let _agent = worker_with(
+            &scratch,
+            &coord.addr,
+            "w1",
+            &[
+                "--allow-write",
+                &format!("{root}/runs"),
+                "--allow-read",
+                &format!("{root}/data"),
+            ],
+        );
         let file = job_at(&scratch, "linked", &scratch.data(), &format!("{root}/runs/link/run"));
         let id = ok(scratch.cli(&coord.addr, &["submit", file.to_str().unwrap()]))
             .trim()

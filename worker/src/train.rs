@@ -130,46 +130,14 @@ pub struct Allow {
 impl Allow {
     /// Refuses a job whose `data.url` or `output.url` falls outside the lists.
     pub fn check(&self, config: &JobConfig) -> Result<()> {
-        let deny = |message: String| Err(Error::Denied { message });
-        for (key, url, writes) in [
-            ("data.url", &config.data.url, false),
-            ("output.url", &config.output.url, true),
-        ] {
-            let unrestricted = if writes {
-                self.write.is_empty()
-            } else {
-                self.read.is_empty()
-            };
-            if unrestricted {
-                continue;
+        dataprep::access::check_job(&self.read, &self.write, &config.data.url, &config.output.url, true).map_err(|r| {
+            Error::Denied {
+                message: format!(
+                    "{} {} is outside the prefixes this worker lets jobs {}: {}",
+                    r.key, r.url, r.verb, r.allowed
+                ),
             }
-            let inside = |p: &dataprep::access::Prefixes| p.allows_resolved(url);
-            let allowed = if writes {
-                inside(&self.write)
-            } else {
-                inside(&self.read).and_then(|r| Ok(r || inside(&self.write)?))
-            };
-            match allowed {
-                Ok(true) => {}
-                Ok(false) => {
-                    let lists = if writes {
-                        self.write.list()
-                    } else {
-                        [self.read.list(), self.write.list()]
-                            .into_iter()
-                            .filter(|l| !l.is_empty())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
-                    let verb = if writes { "write" } else { "read" };
-                    return deny(format!(
-                        "{key} {url} is outside the prefixes this worker lets jobs {verb}: {lists}"
-                    ));
-                }
-                Err(e) => return deny(format!("{key}: {e}")),
-            }
-        }
-        Ok(())
+        })
     }
 }
 
