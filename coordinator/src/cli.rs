@@ -198,14 +198,33 @@ pub async fn cancel(client: &mut JobClient, id: &str, reason: &str, out: &mut im
     Ok(job)
 }
 
-/// Follows a job to its end, one line per event; fails unless it SUCCEEDED.
-pub async fn watch(client: &mut JobClient, id: &str, out: &mut impl Write) -> Result<pb::Job> {
+/// Follows a job to its end, one line per event (with `bar`, steps move a progress bar
+/// instead, for a terminal); fails unless it SUCCEEDED.
+pub async fn watch(client: &mut JobClient, id: &str, out: &mut impl Write, bar: bool) -> Result<pb::Job> {
     let mut stream = client
         .watch_job(pb::WatchJobRequest { id: id.to_string() })
         .await
         .map_err(rpc("watch"))?
         .into_inner();
     let mut last: Option<pb::Job> = None;
+    let progress = bar.then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("step {pos}/{len} {bar:30} eta {eta}  {msg}")
+                .expect("valid template"),
+        );
+        bar
+    });
+    // Lines go above the bar, when there is one.
+    let line = |out: &mut dyn Write, text: String| -> std::io::Result<()> {
+        match &progress {
+            Some(bar) => {
+                bar.println(text);
+                Ok(())
+            }
+            None => writeln!(out, "{text}").and_then(|()| out.flush()),
+        }
+    };
     while let Some(event) = stream.message().await.map_err(rpc("watch"))? {
         match event.event {
             Some(pb::job_event::Event::Job(job)) => {
@@ -213,15 +232,30 @@ pub async fn watch(client: &mut JobClient, id: &str, out: &mut impl Write) -> Re
                     .as_ref()
                     .is_none_or(|l| l.state != job.state || l.reason != job.reason);
                 if changed {
-                    writeln!(out, "{} {}: {}", job.id, job.state().label(), job.reason)?;
+                    line(out, format!("{} {}: {}", job.id, job.state().label(), job.reason))?;
+                }
+                if let Some(bar) = &progress {
+                    let total = job.spec.as_ref().and_then(|s| s.train.as_ref()).and_then(|t| t.steps);
+                    bar.set_length(total.unwrap_or(0));
+                    if job.state().is_final() {
+                        bar.finish_and_clear();
+                    }
                 }
                 last = Some(job);
             }
-            Some(pb::job_event::Event::Metrics(m)) => writeln!(out, "step {}  {}", m.step, metrics_line(&m))?,
-            Some(pb::job_event::Event::Checkpoint(c)) => writeln!(out, "checkpoint step {} {}", c.step, c.url)?,
+            Some(pb::job_event::Event::Metrics(m)) => match &progress {
+                Some(bar) => {
+                    bar.set_position(m.step);
+                    bar.set_message(metrics_line(&m));
+                }
+                None => line(out, format!("step {}  {}", m.step, metrics_line(&m)))?,
+            },
+            Some(pb::job_event::Event::Checkpoint(c)) => line(out, format!("checkpoint step {} {}", c.step, c.url))?,
             None => {}
         }
-        out.flush()?;
+    }
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
     }
     let job = last.ok_or_else(|| CliError::Rpc {
         call: "watch",

@@ -104,6 +104,10 @@ pub struct AttemptRecord {
     pub finished_ranks: BTreeSet<u32>,
     /// Why it ended, when it did not succeed.
     pub reason: String,
+    /// It ended because a worker of its gang shut down, after a checkpoint: it does not count
+    /// against `max_restarts`.
+    #[serde(default)]
+    pub preempted: bool,
 }
 
 /// A job's durable record (`jobs/<id>.json` in the state store).
@@ -152,6 +156,7 @@ impl JobRecord {
                     ended_ms: a.ended_ms,
                     resumed_from: a.resumed_from,
                     reason: a.reason.clone(),
+                    preempted: a.preempted,
                 })
                 .collect(),
             submitted_ms: self.submitted_ms,
@@ -320,6 +325,16 @@ impl Core {
         self.jobs[&id].clone()
     }
 
+    /// A job that has not ended and writes into `url` (compared in canonical form).
+    pub fn output_in_use(&self, url: &str) -> Option<&JobRecord> {
+        let canonical = |u: &str| dataprep::access::normalize(u).unwrap_or_else(|_| u.to_string());
+        let url = canonical(url);
+        self.jobs
+            .values()
+            .filter(|j| matches!(j.state, State::Queued | State::Running))
+            .find(|j| canonical(&j.config.output.url) == url)
+    }
+
     /// Cancels a queued or running job; its workers are told to stop and become idle.
     pub fn cancel(&mut self, id: &str, reason: &str) -> Result<JobRecord> {
         let job = self.job(id)?;
@@ -376,7 +391,8 @@ impl Core {
     fn fail_gang(&mut self, id: &str, cause: String, retryable: bool) {
         self.end_attempt(id, &cause);
         let job = &self.jobs[id];
-        let attempts = job.attempts.len() as u32;
+        // Preempted attempts are not restarts.
+        let attempts = job.attempts.iter().filter(|a| !a.preempted).count() as u32;
         let max = job.config.job.max_restarts;
         if !retryable {
             tracing::warn!(job_id = %id, %cause, "job failed; not retryable");
@@ -391,6 +407,21 @@ impl Core {
             job.reason = format!("restarting from the latest checkpoint (restart {attempts} of {max}) after: {cause}");
             self.touched(id);
         }
+        self.schedule();
+    }
+
+    /// A worker of the gang is shutting down and its gang stopped after saving a checkpoint:
+    /// the job goes back to the queue, to resume from it on the next gang, and this attempt
+    /// does not count as a restart.
+    fn preempt_gang(&mut self, id: &str, cause: String) {
+        self.end_attempt(id, &cause);
+        let job = self.jobs.get_mut(id).expect("known job");
+        let attempt = job.attempts.last_mut().expect("a preempted job has an attempt");
+        attempt.preempted = true;
+        tracing::info!(job_id = %id, %cause, "gang preempted; job re-queued");
+        job.state = State::Queued;
+        job.reason = format!("re-queued after {cause}; resumes from its latest checkpoint");
+        self.touched(id);
         self.schedule();
     }
 
@@ -451,6 +482,19 @@ impl Core {
             };
         };
         worker.last_seen = now;
+        if req.leaving {
+            let worker = self.workers.remove(&req.worker_id).expect("known worker");
+            tracing::info!(worker_id = %req.worker_id, hostname = %worker.hostname, "worker left the pool");
+            if let Some(slot) = worker.slot {
+                let cause = format!(
+                    "worker {} (rank {}) left the pool while running it",
+                    req.worker_id, slot.rank
+                );
+                self.fail_gang(&slot.job_id, cause, true);
+            }
+            self.schedule();
+            return pb::HeartbeatResponse::default();
+        }
         if worker.draining && req.running.is_none() {
             worker.draining = false;
             self.schedule();
@@ -524,6 +568,9 @@ impl Core {
                     };
                     self.touched(id);
                 }
+                // Every rank reports the same averaged metrics and checkpoint: rank 0's speak
+                // for the gang.
+                E::Metrics(_) | E::Checkpoint(_) if req.rank != 0 => {}
                 E::Metrics(m) => {
                     job.metrics = Some(*m);
                     self.outbox.push(Event::Metrics(id.to_string(), *m));
@@ -552,6 +599,22 @@ impl Core {
                 E::Stopped(step) => {
                     let cause = format!("rank {} on worker {} stopped at step {step}", req.rank, req.worker_id);
                     self.fail_gang(id, cause, true);
+                    return true;
+                }
+                E::Preempted(c) => {
+                    if !c.url.is_empty() {
+                        job.checkpoint = Some((c.step, c.url.clone()));
+                    }
+                    let saved = if c.url.is_empty() {
+                        "nothing to save".to_string()
+                    } else {
+                        format!("checkpoint at step {}", c.step)
+                    };
+                    let cause = format!(
+                        "preemption at step {} (worker {} of rank {} shut down; {saved})",
+                        c.step, req.worker_id, req.rank
+                    );
+                    self.preempt_gang(id, cause);
                     return true;
                 }
             }
@@ -700,6 +763,7 @@ impl Core {
             resumed_from: 0,
             finished_ranks: BTreeSet::new(),
             reason: String::new(),
+            preempted: false,
         });
         job.state = State::Running;
         job.reason = format!("assigned attempt {number} to {}", gang.join(", "));
@@ -768,6 +832,7 @@ mod tests {
         let req = pb::HeartbeatRequest {
             worker_id: worker.into(),
             running: None,
+            leaving: false,
         };
         core.heartbeat(&req, now)
     }
@@ -867,6 +932,7 @@ mod tests {
                     rank: 0,
                     step: 3,
                 }),
+                leaving: false,
             },
             now,
         );
@@ -895,6 +961,66 @@ mod tests {
         assert!(job.reason.contains("missed heartbeats for 4.0 s"), "{}", job.reason);
         assert!(job.reason.contains("gave up after 1 restarts"), "{}", job.reason);
         assert!(core.workers.is_empty());
+    }
+
+    #[test]
+    fn a_preempted_gang_requeues_without_using_a_restart_and_a_leaving_worker_is_gone_at_once() {
+        let (mut core, now) = core();
+        let mut c = config(2, 0);
+        c.job.max_restarts = 0;
+        let id = core.submit(c).id;
+        let a = join(&mut core, "a", now);
+        let b = join(&mut core, "b", now);
+        // Rank 1's worker is shutting down: its gang agreed on step 40 and rank 0 saved there.
+        let preempted = pb::worker_event::Event::Preempted(pb::CheckpointInfo {
+            step: 40,
+            url: "runs/x/checkpoints/step-0000040".into(),
+        });
+        assert!(core.report(&report(&b, &id, 1, 1, preempted), now));
+        let job = core.job(&id).unwrap();
+        assert_eq!(job.state, State::Queued);
+        assert!(
+            job.attempts[0].reason.contains("preemption at step 40"),
+            "{}",
+            job.attempts[0].reason
+        );
+        assert!(job.attempts[0].preempted);
+        assert_eq!(
+            job.checkpoint,
+            Some((40, "runs/x/checkpoints/step-0000040".to_string()))
+        );
+        assert!(job.to_pb().attempts[0].preempted);
+        // It leaves: removed at once, no assignment, nothing counted as lost.
+        let left = core.heartbeat(
+            &pb::HeartbeatRequest {
+                worker_id: b.clone(),
+                running: None,
+                leaving: true,
+            },
+            now,
+        );
+        assert!(left.assignment.is_none());
+        assert!(!core.workers.contains_key(&b));
+        // A new worker takes its place: attempt 2 runs, although max_restarts is 0.
+        assert!(beat(&mut core, &a, now).assignment.is_none());
+        let c2 = join(&mut core, "c", now);
+        let first = beat(&mut core, &a, now).assignment.expect("attempt 2, rank 0");
+        assert_eq!(first.attempt, 2);
+        assert_eq!(beat(&mut core, &c2, now).assignment.unwrap().rank, 1);
+        // A worker that leaves while it holds a rank fails its gang at once; that is a real
+        // failure, and with no restarts allowed the job fails.
+        core.heartbeat(
+            &pb::HeartbeatRequest {
+                worker_id: c2.clone(),
+                running: None,
+                leaving: true,
+            },
+            now,
+        );
+        let job = core.job(&id).unwrap();
+        assert_eq!(job.state, State::Failed);
+        assert!(job.reason.contains("left the pool while running it"), "{}", job.reason);
+        assert!(job.reason.contains("gave up after 0 restarts"), "{}", job.reason);
     }
 
     #[test]
@@ -951,6 +1077,7 @@ mod tests {
             &pb::HeartbeatRequest {
                 worker_id: b.clone(),
                 running: running(1, 1),
+                leaving: false,
             },
             now,
         );

@@ -34,6 +34,19 @@ pub enum Error {
         /// What cannot be done.
         message: String,
     },
+    /// Another job that has not ended writes the same output: two runs in one place would
+    /// overwrite each other's checkpoints.
+    #[error(
+        "output.url {url} is the output of {job}, which is {state}: wait for it to end or cancel it (a job on the same output then resumes its checkpoints), or use another output.url"
+    )]
+    OutputInUse {
+        /// The output, as submitted.
+        url: String,
+        /// The job writing it.
+        job: String,
+        /// That job's state.
+        state: &'static str,
+    },
     /// The job store (object storage under `--state`) failed.
     #[error("job store")]
     Store(#[from] dataprep::Error),
@@ -63,7 +76,7 @@ impl Error {
             Error::InvalidSpec { .. } | Error::BadRequest(_) => Code::InvalidArgument,
             Error::Denied(_) => Code::PermissionDenied,
             Error::JobNotFound { .. } => Code::NotFound,
-            Error::JobState { .. } => Code::FailedPrecondition,
+            Error::JobState { .. } | Error::OutputInUse { .. } => Code::FailedPrecondition,
             Error::Store(_) => Code::Unavailable,
             Error::Record { .. } | Error::Server(_) | Error::Reflection(_) => Code::Internal,
         }

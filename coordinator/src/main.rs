@@ -1,5 +1,6 @@
 //! `coordinator`: gantry's control plane server and its job CLI.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -208,7 +209,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let mut client = client(&connection)?;
             let job = cli::submit(&mut client, &file, &mut out).await?;
             if wait {
-                cli::watch(&mut client, &job.id, &mut out).await?;
+                cli::watch(&mut client, &job.id, &mut out, std::io::stdout().is_terminal()).await?;
             }
         }
         Command::Status { id, connection } => {
@@ -222,7 +223,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             cli::cancel(&mut client(&connection)?, &id, &reason, &mut out).await?;
         }
         Command::Watch { id, connection } => {
-            cli::watch(&mut client(&connection)?, &id, &mut out).await?;
+            cli::watch(
+                &mut client(&connection)?,
+                &id,
+                &mut out,
+                std::io::stdout().is_terminal(),
+            )
+            .await?;
         }
     }
     Ok(())

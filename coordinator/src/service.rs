@@ -214,6 +214,14 @@ impl JobService for Coordinator {
             .ok_or_else(|| Error::BadRequest("spec is missing".into()))?;
         let (config, memory_bytes) = self.validate(&spec).await?;
         let mut core = self.inner.core.lock().await;
+        if let Some(other) = core.output_in_use(&config.output.url) {
+            return Err(Error::OutputInUse {
+                url: config.output.url.clone(),
+                job: other.id.clone(),
+                state: other.state.label(),
+            }
+            .into());
+        }
         let record = core.submit_estimated(config, memory_bytes);
         tracing::info!(job_id = %record.id, name = %record.config.job.name, workers = record.config.job.workers, "job submitted");
         self.commit(&mut core).await?;

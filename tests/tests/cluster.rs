@@ -212,8 +212,8 @@ pub(crate) fn worker_with(scratch: &Scratch, coordinator: &str, name: &str, extr
         .args(["serve", "--coordinator", coordinator, "--device", "cpu"])
         .arg("--token-file")
         .arg(scratch.path("worker.token"))
-        // A loopback port free a moment ago: rank 0 hosts its gang's rendezvous there.
-        .args(["--advertise", &format!("127.0.0.1:{}", free_port())])
+        // No port: the agent reserves one (rank 0 hosts its gang's rendezvous there).
+        .args(["--advertise", "127.0.0.1"])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(log)

@@ -4,6 +4,7 @@ mod util;
 
 mod cluster;
 mod dataprep_cli;
+mod demo;
 mod jobs;
 mod layout;
 mod linkage;

@@ -297,6 +297,98 @@ fn a_killed_agent_takes_its_rank_along_and_the_gang_restarts_from_the_checkpoint
 }
 
 #[test]
+fn sigterm_to_an_agent_saves_its_gang_and_the_job_resumes_without_using_a_restart() {
+    serial(async {
+        let scratch = Scratch::new();
+        let coord = coordinator(
+            &scratch,
+            scratch.path("state").to_str().unwrap(),
+            "127.0.0.1:0",
+            &["--heartbeat-timeout", "5"],
+        );
+        let mut client = jobs(&coord.addr, JOB_TOKEN);
+        let mut agents = vec![worker(&scratch, &coord.addr, "p1"), worker(&scratch, &coord.addr, "p2")];
+        // No checkpoint before the end but the one the preemption writes, and no restart allowed:
+        // only a preemption that saves and does not count lets this job succeed.
+        let steps = 120;
+        let file = scratch.job_file("preempt", steps, 0, "workers = 2\nmax_restarts = 0\n");
+        let id = submit(&scratch, &coord.addr, &file);
+        watch_until(
+            &mut client,
+            &id,
+            LIMIT,
+            |e| matches!(e, Event::Metrics(m) if m.step >= 15),
+        )
+        .await;
+        agents.push(worker(&scratch, &coord.addr, "p3"));
+        let victim = &mut agents[1];
+        let pid = victim.child.id();
+        let ranks = live_children(pid);
+        assert_eq!(ranks.len(), 1, "agent p2 runs its rank in one child process: {ranks:?}");
+        ok(run_with(Command::new("kill").args(["-TERM", &pid.to_string()])));
+
+        // The agent saves, reports and leaves on its own, well within its grace period.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = victim.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent p2 did not exit after SIGTERM:\n{}",
+                scratch.log("p2.log")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            status.success(),
+            "agent p2 after SIGTERM: {status}\n{}",
+            scratch.log("p2.log")
+        );
+        assert!(gone(ranks[0]), "the rank process outlived its agent");
+
+        let job = watch_to_end(&mut client, &id, LIMIT).await;
+        assert_eq!(
+            job.state(),
+            pb::JobState::Succeeded,
+            "{}\n{}\n{}",
+            job.reason,
+            scratch.log("p1.log"),
+            scratch.log("p3.log")
+        );
+        assert_eq!(job.attempts.len(), 2);
+        let first = &job.attempts[0];
+        assert!(first.preempted, "{first:?}");
+        assert!(first.reason.contains("preemption at step"), "{}", first.reason);
+        let saved_at: u64 = first
+            .reason
+            .split("checkpoint at step ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no checkpoint step in {:?}", first.reason));
+        assert!(saved_at >= 15 && saved_at < steps, "saved at {saved_at}");
+        // The next gang started from exactly that checkpoint, the preempting worker no longer
+        // in the pool, and each step is in the metrics once.
+        assert_eq!(job.attempts[1].resumed_from, saved_at);
+        let left: Vec<_> = first
+            .workers
+            .iter()
+            .filter(|w| !job.attempts[1].workers.contains(w))
+            .collect();
+        assert_eq!(left.len(), 1, "{:?} then {:?}", first.workers, job.attempts[1].workers);
+        assert!(first.reason.contains(left[0].as_str()), "{}", first.reason);
+        assert!(!job.attempts[1].preempted);
+        assert_resumed_once(&scratch, &job, "preempt", steps, saved_at);
+        assert!(committed(&scratch.path("runs/preempt"), saved_at));
+        println!(
+            "preemption: agent exited {status} after SIGTERM; attempt 1: {}; attempt 2 resumed from step {saved_at}",
+            first.reason
+        );
+    });
+}
+
+#[test]
 fn a_killed_rank_process_is_reported_with_its_signal_and_its_agent_carries_on() {
     serial(async {
         let scratch = Scratch::new();
@@ -697,6 +789,34 @@ fn wrong_tokens_and_bad_specs_are_rejected_and_change_nothing() {
         ] {
             assert!(services.iter().any(|s| s == name), "{name} not in {services:?}");
         }
+
+        // Two jobs on one output while the first has not ended: the second is refused, naming
+        // the first (no worker here, so it stays queued).
+        let first = client
+            .submit_job(submit(spec.clone()))
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap();
+        let mut again = spec.clone();
+        again.output.as_mut().unwrap().url = format!("{}/", spec.output.as_ref().unwrap().url);
+        let status = client.submit_job(submit(again.clone())).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+        assert!(
+            status.message().contains(&first.id) && status.message().contains("QUEUED"),
+            "{}",
+            status.message()
+        );
+        // Once it has ended, the output is free again (a new job resumes its checkpoints).
+        client
+            .cancel_job(pb::CancelJobRequest {
+                id: first.id.clone(),
+                reason: String::new(),
+            })
+            .await
+            .unwrap();
+        client.submit_job(submit(again)).await.unwrap();
     });
 }
 

@@ -8,12 +8,19 @@
 //! its ranks: a stop order, a peer lost mid-collective, an abort inside libtorch or an
 //! out-of-memory kill ends the child, never the agent, which reports how the child ended (its
 //! exit status or signal and its last error). The pipes between them:
-//! - agent -> child stdin: the [`pb::Assignment`], length-delimited; then one byte per stop
-//!   order. The child stops when stdin closes too, and the kernel kills it when the agent dies,
+//! - agent -> child stdin: the [`pb::Assignment`], length-delimited; then one byte per order:
+//!   `s` stops the run at once, `p` (the agent is shutting down) stops it at the next step
+//!   boundary after a checkpoint. The child stops when stdin closes too, and the kernel kills it when the agent dies,
 //!   `kill -9` included (`PR_SET_PDEATHSIG`), so no orphan keeps a GPU or a collective port;
 //! - child stdout -> agent: [`pb::WorkerEvent`]s, length-delimited;
 //! - child stderr -> agent: the child's log lines (JSON), logged again by the agent with the
 //!   job, attempt and rank.
+//!
+//! Stopping is saving: SIGTERM to the agent (a Kubernetes eviction, the end of a Slurm
+//! allocation, a spot preemption) or to its child makes the gang agree on a step, rank 0 saves a
+//! checkpoint there, every rank reports the run preempted, and the agent leaves the pool; the
+//! coordinator queues the job again without counting a restart, and the next gang resumes from
+//! that checkpoint.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -37,7 +44,7 @@ use crate::collective::GroupSpec;
 use crate::train::{MetricsLine, Observer, TrainOptions};
 
 /// How the agent reaches its coordinator and presents itself.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AgentOptions {
     /// Coordinator address (`http://host:port` or `https://host:port`).
     pub coordinator: String,
@@ -47,6 +54,13 @@ pub struct AgentOptions {
     pub tls_ca: Option<PathBuf>,
     /// Address peers dial for the gradient exchange.
     pub advertise: String,
+    /// The advertised port, held while no rank 0 here uses it (when the agent picked it).
+    pub port_hold: Option<crate::address::PortHold>,
+    /// The network interface of the gradient exchange (`--ifname`), passed to Gloo and NCCL.
+    pub ifname: Option<String>,
+    /// How long a run may take to reach its step boundary and save when the agent shuts down,
+    /// before its process is killed.
+    pub shutdown_grace: Duration,
     /// Device for jobs whose `train.device` is `auto`: the device this worker resolved its own
     /// setting to (`cpu` or `cuda:N`).
     pub device: DeviceSpec,
@@ -125,6 +139,10 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// the end of a run go at once.
 const REPORT_EVERY: Duration = Duration::from_millis(200);
 
+/// The default of [`AgentOptions::shutdown_grace`]: a step and a checkpoint write of a large
+/// model on a slow bucket, inside a Kubernetes termination grace period of five minutes.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(240);
+
 /// The run of one assignment.
 struct Run {
     job_id: String,
@@ -137,10 +155,29 @@ struct Run {
     ended: bool,
 }
 
+/// What the agent tells a run's child process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Stop at once (cancelled, or its gang failed): no checkpoint.
+    Stop,
+    /// The agent is shutting down: stop at the next step boundary after a checkpoint.
+    Preempt,
+}
+
+impl Order {
+    /// Its byte on the child's stdin.
+    fn byte(self) -> u8 {
+        match self {
+            Order::Stop => b's',
+            Order::Preempt => b'p',
+        }
+    }
+}
+
 /// Stop orders for a run's child process.
 struct Stop {
     ordered: AtomicBool,
-    orders: mpsc::UnboundedSender<()>,
+    orders: mpsc::UnboundedSender<Order>,
 }
 
 impl Stop {
@@ -149,9 +186,16 @@ impl Stop {
         let first = !self.ordered.swap(true, Ordering::Relaxed);
         if first {
             // A closed channel means the child has already ended.
-            let _ = self.orders.send(());
+            let _ = self.orders.send(Order::Stop);
         }
         first
+    }
+
+    /// Orders the run to save and stop (a stop order, if one came first, wins).
+    fn preempt(&self) {
+        if !self.ordered.load(Ordering::Relaxed) {
+            let _ = self.orders.send(Order::Preempt);
+        }
     }
 }
 
@@ -170,6 +214,7 @@ impl Run {
 struct Forward {
     events: mpsc::UnboundedSender<pb::WorkerEvent>,
     stop: Arc<AtomicBool>,
+    preempt: Arc<AtomicBool>,
     step: Arc<AtomicU64>,
 }
 
@@ -200,6 +245,10 @@ impl Observer for Forward {
 
     fn should_stop(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    fn preempted(&self) -> bool {
+        self.preempt.load(Ordering::Relaxed)
     }
 }
 
@@ -266,6 +315,10 @@ fn run_job(
             url: summary.checkpoint,
         }),
         Ok(Err(Error::Stopped { step })) => Event::Stopped(step),
+        Ok(Err(Error::Preempted { step, checkpoint })) => Event::Preempted(pb::CheckpointInfo {
+            step,
+            url: checkpoint.unwrap_or_default(),
+        }),
         Ok(Err(e)) => Event::Failed(pb::Failure {
             message: dataprep::error_chain(&e),
             retryable: retryable(&e),
@@ -285,7 +338,7 @@ fn ranks_on_host(assignment: &pb::Assignment) -> usize {
 }
 
 /// Starts an assignment's attempt in a child process, supervised on the agent's runtime.
-fn start(assignment: &pb::Assignment, options: &AgentOptions) -> Run {
+fn start(assignment: &pb::Assignment, options: &mut AgentOptions) -> Run {
     let (tx, rx) = mpsc::unbounded_channel();
     let (orders, stop_orders) = mpsc::unbounded_channel();
     let step = Arc::new(AtomicU64::new(0));
@@ -295,6 +348,12 @@ fn start(assignment: &pb::Assignment, options: &AgentOptions) -> Run {
         rank: assignment.rank,
     };
     tracing::info!(job_id = %ids.job_id, attempt = ids.attempt, rank = ids.rank, "assignment started");
+    if assignment.rank == 0
+        && let Some(hold) = &mut options.port_hold
+    {
+        // Rank 0 hosts the store on the advertised port.
+        hold.release();
+    }
     let mut command = tokio::process::Command::new(&options.program);
     command.args([
         "--log-format",
@@ -312,13 +371,28 @@ fn start(assignment: &pb::Assignment, options: &AgentOptions) -> Run {
     for prefix in &options.allow_write {
         command.args(["--allow-write", prefix]);
     }
+    if let Some(name) = &options.ifname {
+        for variable in crate::address::IFNAME_VARIABLES {
+            if std::env::var_os(variable).is_none() {
+                command.env(variable, name);
+            }
+        }
+    }
     let child = command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn();
-    let supervisor = supervise(child, assignment.clone(), ids, tx.clone(), step.clone(), stop_orders);
+    let supervisor = supervise(
+        child,
+        assignment.clone(),
+        ids,
+        tx.clone(),
+        step.clone(),
+        stop_orders,
+        options.shutdown_grace,
+    );
     tokio::spawn(supervisor);
     Run {
         job_id: assignment.job_id.clone(),
@@ -350,7 +424,8 @@ async fn supervise(
     ids: RunIds,
     events: mpsc::UnboundedSender<pb::WorkerEvent>,
     step: Arc<AtomicU64>,
-    mut stop_orders: mpsc::UnboundedReceiver<()>,
+    mut stop_orders: mpsc::UnboundedReceiver<Order>,
+    shutdown_grace: Duration,
 ) {
     use prost::Message;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -387,7 +462,7 @@ async fn supervise(
                     match &event.event {
                         Some(Event::Metrics(m)) => step.store(m.step, Ordering::Relaxed),
                         Some(Event::Started(s)) => step.store(*s, Ordering::Relaxed),
-                        Some(Event::Finished(_) | Event::Failed(_) | Event::Stopped(_)) => ended = true,
+                        Some(Event::Finished(_) | Event::Failed(_) | Event::Stopped(_) | Event::Preempted(_)) => ended = true,
                         _ => {}
                     }
                     let _ = events.send(event);
@@ -398,15 +473,20 @@ async fn supervise(
                 None => break,
             },
             order = stop_orders.recv(), if orders_open => match order {
-                Some(()) => {
-                    let _ = stdin.write_all(b"s").await;
+                Some(order) => {
+                    let _ = stdin.write_all(&[order.byte()]).await;
                     let _ = stdin.flush().await;
-                    kill_at = Some(tokio::time::Instant::now() + STOP_GRACE);
+                    let grace = match order {
+                        Order::Stop => STOP_GRACE,
+                        Order::Preempt => shutdown_grace,
+                    };
+                    let at = tokio::time::Instant::now() + grace;
+                    kill_at = Some(kill_at.map_or(at, |earlier| earlier.min(at)));
                 }
                 None => orders_open = false,
             },
             _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => {
-                tracing::warn!(job_id = %ids.job_id, attempt = ids.attempt, rank = ids.rank, grace = ?STOP_GRACE, "the training process did not stop in time; killing it");
+                tracing::warn!(job_id = %ids.job_id, attempt = ids.attempt, rank = ids.rank, "the training process did not stop in time; killing it");
                 let _ = child.start_kill();
                 kill_at = None;
             }
@@ -549,15 +629,25 @@ pub fn run_attempt(device: DeviceSpec, base: TrainOptions) -> std::io::Result<()
 
     let (tx, mut rx) = mpsc::unbounded_channel::<pb::WorkerEvent>();
     let stop = Arc::new(AtomicBool::new(false));
+    let preempt = Arc::new(AtomicBool::new(false));
     let forward = Arc::new(Forward {
         events: tx,
         stop: stop.clone(),
+        preempt: preempt.clone(),
         step: Arc::new(AtomicU64::new(0)),
     });
-    // A stop order is a byte on stdin; the agent gone (stdin closed) stops the run too.
+    // Orders are bytes on stdin (see the module's doc); the agent gone (stdin closed) stops the
+    // run too.
+    let ordered = preempt.clone();
     std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
         let mut byte = [0u8];
-        let _ = std::io::stdin().lock().read(&mut byte);
+        while let Ok(1) = stdin.read(&mut byte) {
+            if byte[0] != Order::Preempt.byte() {
+                break;
+            }
+            ordered.store(true, Ordering::Relaxed);
+        }
         stop.store(true, Ordering::Relaxed);
     });
     // Events go out as they come, from a thread of their own.
@@ -570,6 +660,22 @@ pub fn run_attempt(device: DeviceSpec, base: TrainOptions) -> std::io::Result<()
         Ok(())
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // A signal meant for the agent may reach its child too (Ctrl-C on a terminal signals the
+    // whole process group, Slurm signals every process of a step): it saves and stops as well.
+    runtime.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("signalled: saving a checkpoint at the next step boundary, then stopping");
+            preempt.store(true, Ordering::Relaxed);
+        }
+    });
     let end = match job_of(&assignment, device) {
         Err(message) => Event::Failed(pb::Failure {
             message,
@@ -609,6 +715,8 @@ struct Agent {
     next_report: tokio::time::Instant,
     /// The last report reached the coordinator (otherwise urgent events wait for the retry too).
     reachable: bool,
+    /// Shutting down: no new work.
+    leaving: bool,
 }
 
 impl Agent {
@@ -652,6 +760,7 @@ impl Agent {
         let request = pb::HeartbeatRequest {
             worker_id: self.worker_id.clone(),
             running: self.run.as_ref().map(Run::work),
+            leaving: false,
         };
         let response = match self.client.heartbeat(request).await {
             Ok(response) => response.into_inner(),
@@ -677,8 +786,9 @@ impl Agent {
         }
         if let Some(assignment) = response.assignment
             && self.run.is_none()
+            && !self.leaving
         {
-            self.run = Some(start(&assignment, &self.options));
+            self.run = Some(start(&assignment, &mut self.options));
         }
         Ok(())
     }
@@ -732,6 +842,9 @@ impl Agent {
             && let Some(run) = self.run.take_if(|r| r.ended)
         {
             tracing::info!(job_id = %run.job_id, "assignment ended");
+            if let Some(hold) = &mut self.options.port_hold {
+                hold.reclaim();
+            }
         }
     }
 
@@ -754,7 +867,7 @@ impl Agent {
         while let Some(event) = next {
             if matches!(
                 event.event,
-                Some(Event::Finished(_) | Event::Failed(_) | Event::Stopped(_))
+                Some(Event::Finished(_) | Event::Failed(_) | Event::Stopped(_) | Event::Preempted(_))
             ) {
                 run.ended = true;
             }
@@ -771,8 +884,9 @@ fn next_is_closed(run: &Run) -> bool {
     run.events.is_closed() && run.events.is_empty()
 }
 
-/// Runs the agent until `shutdown` resolves; a running job is then stopped (within one step)
-/// and its end reported before returning.
+/// Runs the agent until `shutdown` resolves; a running job then saves a checkpoint at its next
+/// step boundary and stops (its process is killed after [`AgentOptions::shutdown_grace`]), its
+/// end is reported, and the agent leaves the pool before returning.
 pub async fn serve(options: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let channel = gantry_proto::client::channel(&options.coordinator, options.tls_ca.as_deref())?;
     let client = WorkerServiceClient::with_interceptor(channel, options.token.clone());
@@ -785,6 +899,7 @@ pub async fn serve(options: AgentOptions, shutdown: impl Future<Output = ()>) ->
         pending: Vec::new(),
         next_report: tokio::time::Instant::now(),
         reachable: true,
+        leaving: false,
     };
     tokio::pin!(shutdown);
     tokio::select! {
@@ -817,13 +932,64 @@ pub async fn serve(options: AgentOptions, shutdown: impl Future<Output = ()>) ->
         }
     }
     if let Some(run) = &agent.run {
-        tracing::info!(job_id = %run.job_id, "shutting down: stopping the running job");
-        run.stop.order();
+        tracing::info!(job_id = %run.job_id, "shutting down: saving a checkpoint at the next step boundary, then stopping");
+        run.stop.preempt();
     }
+    agent.leaving = true;
     while agent.run.as_ref().is_some_and(|r| !r.ended) {
-        let event = Agent::next_event(&mut agent.run).await;
-        agent.take_event(event);
+        // Heartbeats go on (the coordinator must not think this worker lost while its rank
+        // saves), and so do progress and the checkpoint.
+        tokio::select! {
+            _ = ticker.tick() => agent.heartbeat().await?,
+            event = Agent::next_event(&mut agent.run) => {
+                agent.take_event(event);
+                if (agent.urgent() && agent.reachable) || tokio::time::Instant::now() >= agent.next_report {
+                    agent.flush().await;
+                }
+            }
+        }
     }
-    agent.flush().await;
+    agent.leave().await;
     Ok(())
+}
+
+/// How long a shutting-down agent keeps trying to tell an unreachable coordinator how its run
+/// ended and that it leaves.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Agent {
+    /// Reports what is left and leaves the pool, retrying a coordinator that does not answer
+    /// for a while; without it, the coordinator notices the silence after its heartbeat
+    /// timeout.
+    async fn leave(&mut self) {
+        let deadline = tokio::time::Instant::now() + LEAVE_TIMEOUT;
+        loop {
+            self.flush().await;
+            if self.pending.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    pending = self.pending.len(),
+                    "the coordinator did not take the run's last events"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if self.worker_id.is_empty() {
+            return;
+        }
+        let request = pb::HeartbeatRequest {
+            worker_id: self.worker_id.clone(),
+            running: None,
+            leaving: true,
+        };
+        let left = tokio::time::timeout_at(deadline, self.client.heartbeat(request)).await;
+        match left {
+            Ok(Ok(_)) => tracing::info!(worker_id = %self.worker_id, "left the pool"),
+            Ok(Err(status)) => tracing::warn!(error = %status.message(), "leaving the pool failed"),
+            Err(_) => tracing::warn!("the coordinator did not answer the leaving heartbeat"),
+        }
+    }
 }

@@ -86,6 +86,15 @@ pub enum Error {
         /// The last completed step.
         step: u64,
     },
+    /// A rank of the job is shutting down: every rank stopped at the same step after rank 0
+    /// saved a checkpoint there, so the job resumes from it.
+    #[error("preempted at step {step} ({})", checkpoint.as_deref().map_or("no step taken, nothing to save".to_string(), |url| format!("checkpoint {url}")))]
+    Preempted {
+        /// The last completed step.
+        step: u64,
+        /// The checkpoint of that step; None when no step was taken.
+        checkpoint: Option<String>,
+    },
 }
 
 /// Result with the trainer's [`Error`].

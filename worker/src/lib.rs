@@ -12,6 +12,7 @@
 //!   shim), its rendezvous, `worker collective-check` and `worker bench-allreduce`.
 
 pub mod adam;
+pub mod address;
 pub mod agent;
 pub mod bench;
 pub mod checkpoint;

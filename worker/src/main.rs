@@ -131,8 +131,10 @@ enum Command {
         #[arg(long, hide = true)]
         rendezvous: Option<String>,
     },
-    /// Join a coordinator's pool and run the jobs it assigns until stopped (SIGTERM or Ctrl-C
-    /// stop the running job within one step, report it, and exit).
+    /// Join a coordinator's pool and run the jobs it assigns until stopped. SIGTERM or Ctrl-C
+    /// (an eviction, the end of an allocation, a preemption) make the running job's gang save a
+    /// checkpoint at the next step boundary and stop; the job goes back to the queue without
+    /// counting a restart, and this worker leaves the pool.
     Serve {
         /// Coordinator address: http://HOST:PORT, or https://HOST:PORT for TLS.
         #[arg(long, env = "GANTRY_COORDINATOR")]
@@ -143,10 +145,22 @@ enum Command {
         /// CA certificate (PEM) that signed the coordinator's certificate, for https.
         #[arg(long, env = "GANTRY_TLS_CA")]
         tls_ca: Option<PathBuf>,
-        /// Address (HOST:PORT) this worker's peers dial for the gradient exchange
-        /// (default: this host's name, port 29500).
-        #[arg(long)]
+        /// Address peers dial for the gradient exchange, HOST or HOST:PORT (rank 0 of a gang
+        /// hosts the rendezvous store on PORT). Without a port (or with 0) the worker takes a
+        /// free one and keeps it, so several workers share a node. Default host: the address of
+        /// --ifname, else this host's name.
+        #[arg(long, env = "GANTRY_ADVERTISE")]
         advertise: Option<String>,
+        /// Network interface of the gradient exchange (e.g. ib0, eth1): its IPv4 address is
+        /// advertised, and Gloo and NCCL use it (GLOO_SOCKET_IFNAME and NCCL_SOCKET_IFNAME,
+        /// unless set already).
+        #[arg(long, env = "GANTRY_SOCKET_IFNAME")]
+        ifname: Option<String>,
+        /// Seconds a running job may take, once this worker is told to shut down, to reach its
+        /// next step boundary and save a checkpoint before it is killed (keep it below the
+        /// cluster's grace period, e.g. Kubernetes' terminationGracePeriodSeconds).
+        #[arg(long, default_value_t = worker::agent::SHUTDOWN_GRACE.as_secs_f64())]
+        shutdown_grace_s: f64,
         /// Device for jobs whose train.device is auto (auto, cpu, cuda, cuda:N).
         #[arg(long, default_value = "auto")]
         device: DeviceSpec,
@@ -511,6 +525,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             token_file,
             tls_ca,
             advertise,
+            ifname,
+            shutdown_grace_s,
             device,
             memory_limit,
             allow,
@@ -519,11 +535,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             let token = gantry_proto::auth::Token::from_file_or_env(token_file.as_deref(), "GANTRY_WORKER_TOKEN")?;
             let device = worker::device::spec_of(worker::device::resolve(device)?);
             let hostname = hostname();
+            let (advertise, port_hold) = worker::address::resolve(advertise.as_deref(), ifname.as_deref(), &hostname)?;
             let options = worker::agent::AgentOptions {
                 coordinator,
                 token,
                 tls_ca,
-                advertise: advertise.unwrap_or_else(|| format!("{hostname}:29500")),
+                advertise,
+                port_hold,
+                ifname,
+                shutdown_grace: seconds(shutdown_grace_s)?,
                 device,
                 hostname,
                 program: std::env::current_exe()?,

@@ -97,6 +97,12 @@ pub trait Observer: Send + Sync {
     fn should_stop(&self) -> bool {
         false
     }
+    /// Asked at every step boundary: `true` on any rank (its worker is shutting down) stops
+    /// every rank at the same step after rank 0 saves a checkpoint there; the run ends with
+    /// [`Error::Preempted`].
+    fn preempted(&self) -> bool {
+        false
+    }
 }
 
 /// Options of [`train`] that are not part of the job.
@@ -313,6 +319,8 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
     let mut step = 0u64;
     let mut position = Position::default();
     let mut last_checkpoint: Option<String> = None;
+    // The step of `last_checkpoint`.
+    let mut saved_at = None;
     let mut metrics = None;
     let mut lines: Vec<String> = Vec::new();
     if let Some(folder) = runtime.block_on(checkpoint::latest(&output))? {
@@ -344,6 +352,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         }
         tracing::info!(checkpoint = %ckpt.url, step, "resuming");
         last_checkpoint = Some(ckpt.url);
+        saved_at = Some(step);
     }
     let resumed_from = step;
     gan.broadcast_from_rank0(ranks.as_mut())?;
@@ -419,6 +428,27 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
             tracing::info!(step, "stopped on request");
             return Err(Error::Stopped { step });
         }
+        if any_rank(ranks.as_mut(), world_size, observer.preempted(), device)? {
+            bar.abandon();
+            let checkpoint = match &last_checkpoint {
+                Some(url) if saved_at == Some(step) => Some(url.clone()),
+                _ if step == 0 => None,
+                _ if writer => {
+                    runtime.block_on(output.put(METRICS_FILE, (lines.join("\n") + "\n").into_bytes()))?;
+                    Some(save(&gan, step, position, metrics)?)
+                }
+                _ => Some(checkpoint::folder_url(&output, step)),
+            };
+            if let Some(url) = checkpoint.as_deref().filter(|_| saved_at != Some(step)) {
+                observer.checkpoint(step, url);
+            }
+            if world_size > 1 {
+                // No rank reports the end before rank 0's checkpoint is committed.
+                ranks.barrier(RANK0_WORK_WAIT)?;
+            }
+            tracing::info!(step, checkpoint = ?checkpoint, "preempted: stopped after saving");
+            return Err(Error::Preempted { step, checkpoint });
+        }
         let batch = match batches.blocking_next() {
             Some(batch) => batch?,
             // The stream ends only when its runtime shuts down.
@@ -489,6 +519,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
             };
             observer.checkpoint(step, &url);
             last_checkpoint = Some(url);
+            saved_at = Some(step);
         }
         if world_size > 1 && (sample || keep) {
             // The others wait here, not in the next exchange, while rank 0 writes.
@@ -519,6 +550,17 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         images_per_sec,
         device: crate::device::device_name(device),
     })
+}
+
+/// Whether any rank of the group says yes; every rank gets the same answer at the same step
+/// (one scalar all-reduce, nothing with a single rank).
+fn any_rank(ranks: &mut dyn Collective, world_size: usize, mine: bool, device: Device) -> Result<bool> {
+    if world_size == 1 {
+        return Ok(mine);
+    }
+    let flag = Tensor::from_slice(&[if mine { 1f32 } else { 0f32 }]).to_device(device);
+    ranks.all_reduce_mean(&[&flag])?;
+    Ok(flag.double_value(&[0]) > 0.0)
 }
 
 fn progress_bar(show: bool, total: u64, at: u64) -> ProgressBar {
