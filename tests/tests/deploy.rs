@@ -44,7 +44,10 @@ fn the_launch_files_pass_deploy_check_and_their_job_files_are_valid_jobs() {
         .map(|entry| entry.expect("job file entry").path())
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no job file (a ConfigMap key ending in .toml) under deploy/k8s");
+    assert!(
+        !files.is_empty(),
+        "no job file (a ConfigMap key ending in .toml) under deploy/k8s"
+    );
     for file in &files {
         let job = gantry_job::JobConfig::from_file(file)
             .unwrap_or_else(|e| panic!("{} (from a ConfigMap under deploy/k8s): {}", file.display(), chain(&e)));
