@@ -121,5 +121,22 @@ if [ -f "$site/torch/lib/libtorch_cuda.so" ]; then
   fi
 fi
 
+# The launch files' test (deploy/check.py) lints the shell scripts with shellcheck (Debian
+# package; root).
+if ! command -v shellcheck >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing shellcheck (the lint of the deploy scripts' test)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq shellcheck >/dev/null 2>&1 || {
+      apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null
+    }
+  fi
+  if ! command -v shellcheck >/dev/null; then
+    echo "bootstrap: shellcheck is missing and cannot be installed here (that needs root and" \
+      "apt-get): as root, run 'apt-get install shellcheck' (or put a shellcheck binary on PATH)" >&2
+    exit 1
+  fi
+fi
+
 echo "bootstrap: building release binaries"
 cargo build --release --workspace --bins --quiet
