@@ -62,6 +62,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install --disable-pip-version-check --quiet -r deploy/requirements.txt
   echo "$want" > "$stamp"
 fi
+# The Python job client (clients/python), its gRPC stubs generated from proto/ by the venv's
+# grpcio-tools: re-installed when the proto, the package's files or the pins change.
+client_stamp=.venv/.gantry-client
+client_want=$(find proto/gantry deploy/requirements.txt clients/python/pyproject.toml clients/python/setup.py \
+  clients/python/README.md clients/python/src -type f ! -name '*.pyc' ! -name 'gantry_pb2*' ! -path '*.egg-info/*' \
+  -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$client_stamp" 2>/dev/null)" != "$client_want" ]; then
+  echo "bootstrap: installing the Python job client (clients/python) into .venv"
+  .venv/bin/pip install --disable-pip-version-check --quiet --no-build-isolation --no-deps ./clients/python
+  echo "$client_want" > "$client_stamp"
+fi
 
 # The worker's collectives shim (worker/build.rs) compiles against libtorch's c10d headers.
 # Its Gloo side also needs gloo's own headers, which the torch wheel does not ship: the Debian

@@ -8,5 +8,6 @@ mod demo;
 mod jobs;
 mod layout;
 mod linkage;
+mod python_client;
 mod storage;
 mod worker_cli;

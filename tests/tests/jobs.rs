@@ -1,5 +1,6 @@
 //! The coordinator and workers as real processes on loopback: submission, queueing, cancel,
-//! coordinator restarts, lost workers, tokens, bad specs, TLS and the Python client.
+//! coordinator restarts, lost workers, tokens, bad specs and TLS. The Python client has its own
+//! test binary (`python_client.rs`).
 
 use std::process::Command;
 use std::time::Duration;
@@ -900,61 +901,6 @@ fn tls_with_the_coordinators_certificate() {
         );
         assert!(out.status.success(), "{:?}\n{}", text(&out), scratch.log("w1.log"));
         assert!(text(&out).0.contains("SUCCEEDED"));
-    });
-}
-
-#[test]
-fn the_python_client_submits_and_watches_a_job() {
-    serial(async {
-        let scratch = Scratch::new();
-        let coord = coordinator(&scratch, scratch.path("state").to_str().unwrap(), "127.0.0.1:0", &[]);
-        let _worker = worker(&scratch, &coord.addr, "w1");
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let python = root.join(".venv/bin/python");
-        assert!(
-            python.is_file(),
-            "{} is missing: run deploy/bootstrap.sh",
-            python.display()
-        );
-        let out = run_with(
-            Command::new(python)
-                .arg(root.join("coordinator/python/submit_and_watch.py"))
-                .args(["--coordinator", &coord.addr, "--token-file"])
-                .arg(scratch.path("job.token"))
-                .args(["--data", &scratch.data(), "--output"])
-                .arg(scratch.path("runs/python"))
-                .args([
-                    "--image-size",
-                    "32",
-                    "--width",
-                    "8",
-                    "--batch-size",
-                    "8",
-                    "--steps",
-                    "6",
-                    "--checkpoint-every",
-                    "3",
-                    "--sample-every",
-                    "0",
-                    "--device",
-                    "cpu",
-                    "--threads",
-                    "1",
-                ]),
-        );
-        let (stdout, stderr) = text(&out);
-        assert!(out.status.success(), "{stdout}\n{stderr}\n{}", scratch.log("w1.log"));
-        for needle in [
-            "job-000001\n",
-            "step 6 ",
-            "checkpoint step 3 ",
-            "SUCCEEDED: trained to step 6",
-        ] {
-            assert!(stdout.contains(needle), "{needle:?} missing from\n{stdout}");
-        }
-        assert!(committed(&scratch.path("runs/python"), 6));
-        let listed = ok(scratch.cli(&coord.addr, &["list"]));
-        assert!(listed.contains("python-client"), "{listed}");
     });
 }
 
