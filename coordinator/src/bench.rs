@@ -645,7 +645,7 @@ async fn job_spec(options: &BenchOptions) -> Result<pb::JobSpec> {
         "label"
     };
     let text = format!(
-        "[data]\nurl = \"{data}\"\ncondition = \"{condition}\"\nsplit = \"all\"\n\
+        "[data]\nurl = \"{data}\"\ncondition = \"{condition}\"\n\
          [model]\nimage_size = {size}\nwidth = 8\n\
          [train]\nbatch_size = {batch}\nsteps = 1000\ndevice = \"cpu\"\nthreads = 1\n\
          [output]\nurl = \"{out}\"\n[job]\nname = \"bench\"\nworkers = {ranks}\nmax_restarts = 0\n",
@@ -655,7 +655,7 @@ async fn job_spec(options: &BenchOptions) -> Result<pb::JobSpec> {
         out = options.dir.join("runs/bench").display(),
         ranks = options.ranks,
     );
-    let config = JobConfig::from_toml(&text, "bench job").map_err(|e| data_error(e.to_string()))?;
+    let config = JobConfig::from_toml(&text, "bench job").map_err(|e| data_error(dataprep::error_chain(&e)))?;
     Ok(pb::JobSpec::from(&config))
 }
 
