@@ -1,8 +1,9 @@
 //! The gRPC services over the [`Core`]: every call takes the core's lock (never across I/O),
 //! changes it and stages the records it touched; then, with the lock released, waits until
-//! those records are stored, publishes its events to the job's watchers, and answers. An
-//! answer thus never reports a change that is not stored, and a slow store slows the calls that
-//! change records, not heartbeats. Watchers get a job's states in version order.
+//! those records are stored, publishes its events to the job's watchers, and answers. Reads
+//! wait for the versions they show (at once, unless a write of them is in flight). Nothing thus
+//! leaves the coordinator before it is stored, and a slow store slows the calls that change or
+//! read records, not heartbeats. Watchers get a job's states in version order.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -345,7 +346,8 @@ const PAGE_SCAN: usize = 20_000;
 
 impl Coordinator {
     /// One page of ListJobs.
-    fn list_page(&self, request: &pb::ListJobsRequest) -> Result<pb::ListJobsResponse> {
+    /// One page of ListJobs, with the versions of its records (to be stored before it goes).
+    fn list_page(&self, request: &pb::ListJobsRequest) -> Result<(pb::ListJobsResponse, Vec<(String, u64)>)> {
         let mut states = Vec::new();
         for raw in &request.states {
             let state = pb::JobState::try_from(*raw)
@@ -373,10 +375,21 @@ impl Coordinator {
             (states.is_empty() || states.contains(&job.state))
                 && (request.name.is_empty() || job.config.job.name == request.name)
         });
-        Ok(pb::ListJobsResponse {
+        let versions = page.iter().map(|j| (j.id.clone(), j.version)).collect();
+        let response = pb::ListJobsResponse {
             jobs: core.views(&page),
             next_page_token: next.map(|seq| seq.to_string()).unwrap_or_default(),
-        })
+        };
+        Ok((response, versions))
+    }
+
+    /// Returns once these records are stored at these versions (at once, unless another call
+    /// is still writing them): nothing leaves the coordinator before it is stored.
+    async fn stored(&self, versions: &[(String, u64)]) -> Result<()> {
+        for (id, version) in versions {
+            self.inner.store.flush(id, *version).await?;
+        }
+        Ok(())
     }
 
     /// Follows job `id` for one watcher: its snapshot, then its events, skipping states older
@@ -400,10 +413,16 @@ impl Coordinator {
         tokio::spawn(async move {
             let mut last = snapshot.clone();
             let mut done = last.state().is_final();
-            let first = pb::JobEvent {
-                event: Some(pb::job_event::Event::Job(snapshot)),
+            let first = match coordinator.inner.store.flush(&id, version).await {
+                Ok(()) => Ok(pb::JobEvent {
+                    event: Some(pb::job_event::Event::Job(snapshot)),
+                }),
+                Err(e) => {
+                    done = true;
+                    Err(Status::from(e))
+                }
             };
-            if tx.send(Ok(first)).await.is_err() {
+            if tx.send(first).await.is_err() {
                 done = true;
             }
             while !done {
@@ -422,6 +441,10 @@ impl Coordinator {
                         Err(broadcast::error::RecvError::Lagged(_)) => {
                             // Too slow for every metric: resynchronise with the record.
                             let Some((job, now)) = coordinator.read_view(&id) else { break };
+                            if coordinator.inner.store.flush(&id, now).await.is_err() {
+                                // Not stored yet: the event that stores it follows.
+                                continue;
+                            }
                             version = now;
                             pb::job_event::Event::Job(job)
                         }
@@ -492,11 +515,18 @@ impl JobService for Coordinator {
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
-        Ok(Response::new(self.lock().view(&request.get_ref().id)?))
+        let id = &request.get_ref().id;
+        let (job, version) = self
+            .read_view(id)
+            .ok_or_else(|| Error::JobNotFound { id: id.clone() })?;
+        self.stored(&[(id.clone(), version)]).await?;
+        Ok(Response::new(job))
     }
 
     async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
-        Ok(Response::new(self.list_page(request.get_ref())?))
+        let (page, versions) = self.list_page(request.get_ref())?;
+        self.stored(&versions).await?;
+        Ok(Response::new(page))
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %request.get_ref().id))]
@@ -754,5 +784,57 @@ mod tests {
         assert_eq!(waiting.state(), pb::JobState::Queued);
         assert_eq!(waiting.reason, "waiting for 1 idle workers (0 of 1 idle)");
         assert_eq!(waiting.queue_position, 1);
+    }
+
+    #[tokio::test]
+    async fn a_stuck_write_holds_up_its_own_job_not_heartbeats() {
+        let c = coordinator("stuck").await;
+        let register = |name: &str| {
+            c.register(Request::new(pb::RegisterRequest {
+                address: format!("{name}:1"),
+                ..Default::default()
+            }))
+        };
+        // A worker too small for the pair: it stays idle.
+        let small = pb::RegisterRequest {
+            address: "idle:1".into(),
+            memory_bytes: 1 << 20,
+            ..Default::default()
+        };
+        let idle = c.register(Request::new(small)).await.unwrap().into_inner().worker_id;
+        let other = submit(&c, "other", 5).await;
+        let id = c
+            .apply(|core| Ok(core.submit_estimated(config("pair", 2), 1 << 30).id))
+            .await
+            .unwrap();
+        register("a").await.unwrap();
+        // The job's store hangs (a slow bucket): the call that starts it waits for its write...
+        let stuck = c.inner.store.hold_writes(&id).await;
+        let mut starting = Box::pin(register("b"));
+        assert!(futures::poll!(&mut starting).is_pending());
+        assert_eq!(c.lock().job(&id).unwrap().state, State::Running);
+        // ... while heartbeats and reads of other jobs go on, answered at their first poll.
+        let beat = c.heartbeat(Request::new(pb::HeartbeatRequest {
+            worker_id: idle.clone(),
+            ..Default::default()
+        }));
+        let answer = futures::FutureExt::now_or_never(beat).expect("a heartbeat waited for the store");
+        assert!(answer.unwrap().into_inner().assignment.is_none());
+        let read = c.get_job(Request::new(pb::GetJobRequest { id: other.clone() }));
+        let job = futures::FutureExt::now_or_never(read).expect("a read waited for another job's write");
+        assert_eq!(job.unwrap().into_inner().state(), pb::JobState::Queued);
+        // Nobody is told the job runs before its record says so.
+        let mut reading = Box::pin(c.get_job(Request::new(pb::GetJobRequest { id: id.clone() })));
+        assert!(futures::poll!(&mut reading).is_pending());
+        drop(stuck);
+        starting.await.unwrap();
+        assert_eq!(reading.await.unwrap().into_inner().state(), pb::JobState::Running);
+        let stored = JobStore::open("memory://service-stuck/state")
+            .unwrap()
+            .load_all()
+            .await
+            .unwrap();
+        let record = stored.iter().find(|r| r.id == id).unwrap();
+        assert_eq!(record.state, State::Running);
     }
 }

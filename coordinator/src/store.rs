@@ -38,7 +38,7 @@ struct Slot {
     /// The newest version staged and not yet written.
     pending: Mutex<Option<JobRecord>>,
     /// Held while the record is written; the version last written.
-    io: tokio::sync::Mutex<u64>,
+    io: Arc<tokio::sync::Mutex<u64>>,
 }
 
 impl JobStore {
@@ -82,6 +82,12 @@ impl JobStore {
     fn slot(&self, id: &str) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         slots.entry(id.to_string()).or_default().clone()
+    }
+
+    /// The writes of record `id`, for tests that hold them up.
+    #[cfg(test)]
+    pub(crate) async fn hold_writes(&self, id: &str) -> tokio::sync::OwnedMutexGuard<u64> {
+        self.slot(id).io.clone().lock_owned().await
     }
 
     /// Leaves a record to write (no I/O: cheap under the coordinator's lock). Returns its
