@@ -510,7 +510,6 @@ async fn simulate_worker(
                 rank: r.rank,
                 step: r.step,
             }),
-            ..Default::default()
         };
         let sent = Instant::now();
         let answer = match client.heartbeat(request).await {

@@ -446,12 +446,11 @@ impl Core {
     ) -> (Vec<&JobRecord>, Option<u64>) {
         let mut page = Vec::new();
         let mut last = after;
-        let mut seen = 0;
-        for (&seq, id) in self.by_seq.range((Bound::Excluded(after), Bound::Unbounded)) {
+        let following = self.by_seq.range((Bound::Excluded(after), Bound::Unbounded));
+        for (seen, (&seq, id)) in following.enumerate() {
             if page.len() == limit || seen == budget {
                 return (page, Some(last));
             }
-            seen += 1;
             last = seq;
             let job = &self.jobs[id];
             if filter(job) {
