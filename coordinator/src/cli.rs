@@ -123,6 +123,9 @@ fn write_status(job: &pb::Job, out: &mut impl Write) -> std::io::Result<()> {
     }
     writeln!(out, "state:      {}", job.state().label())?;
     writeln!(out, "reason:     {}", job.reason)?;
+    if job.queue_position > 0 {
+        writeln!(out, "queue:      place {}", job.queue_position)?;
+    }
     if let Some(m) = &job.metrics {
         let total = config.as_ref().map_or(0, |c| c.train.steps);
         writeln!(out, "step:       {}/{total}  {}", m.step, metrics_line(m))?;
@@ -158,34 +161,57 @@ fn metrics_line(m: &pb::StepMetrics) -> String {
     )
 }
 
-/// Every job, one line each.
-pub async fn list(client: &mut JobClient, states: Vec<pb::JobState>, out: &mut impl Write) -> Result<Vec<pb::Job>> {
-    let request = pb::ListJobsRequest {
-        states: states.into_iter().map(|s| s as i32).collect(),
-    };
-    let jobs = client.list_jobs(request).await.map_err(rpc("list"))?.into_inner().jobs;
+/// Jobs (in `states` and named `name`, when given), one line each, reading the coordinator's
+/// pages in turn.
+pub async fn list(
+    client: &mut JobClient,
+    states: Vec<pb::JobState>,
+    name: &str,
+    out: &mut impl Write,
+) -> Result<Vec<pb::Job>> {
     writeln!(
         out,
         "{:<12} {:<10} {:>7} {:>9}  {:<16} REASON",
         "ID", "STATE", "ATTEMPT", "STEP", "NAME"
     )?;
-    for job in &jobs {
-        let config = job.spec.as_ref().and_then(|s| JobConfig::from_spec(s).ok());
-        let steps = config.as_ref().map_or(0, |c| c.train.steps);
-        let step = job.metrics.as_ref().map_or(0, |m| m.step);
-        writeln!(
-            out,
-            "{:<12} {:<10} {:>7} {:>9}  {:<16} {}",
-            job.id,
-            job.state().label(),
-            job.attempts.len(),
-            format!("{step}/{steps}"),
-            config.map(|c| c.job.name).unwrap_or_default(),
-            job.reason
-        )?;
+    let mut request = pb::ListJobsRequest {
+        states: states.into_iter().map(|s| s as i32).collect(),
+        page_size: LIST_PAGE,
+        page_token: String::new(),
+        name: name.to_string(),
+    };
+    let mut jobs = Vec::new();
+    loop {
+        let page = client
+            .list_jobs(request.clone())
+            .await
+            .map_err(rpc("list"))?
+            .into_inner();
+        for job in &page.jobs {
+            let config = job.spec.as_ref().and_then(|s| JobConfig::from_spec(s).ok());
+            let steps = config.as_ref().map_or(0, |c| c.train.steps);
+            let step = job.metrics.as_ref().map_or(0, |m| m.step);
+            writeln!(
+                out,
+                "{:<12} {:<10} {:>7} {:>9}  {:<16} {}",
+                job.id,
+                job.state().label(),
+                job.attempts.len(),
+                format!("{step}/{steps}"),
+                config.map(|c| c.job.name).unwrap_or_default(),
+                job.reason
+            )?;
+        }
+        jobs.extend(page.jobs);
+        if page.next_page_token.is_empty() {
+            return Ok(jobs);
+        }
+        request.page_token = page.next_page_token;
     }
-    Ok(jobs)
 }
+
+/// Jobs per ListJobs call of [`list`] (the coordinator's most).
+const LIST_PAGE: u32 = 1000;
 
 /// Cancels a job.
 pub async fn cancel(client: &mut JobClient, id: &str, reason: &str, out: &mut impl Write) -> Result<pb::Job> {

@@ -2,8 +2,14 @@
 //! scheduling, heartbeat deadlines and the job lifecycle. Every change leaves the ids of the job
 //! records to persist and the events to broadcast in an outbox that the service drains after
 //! each call, under the same lock.
+//!
+//! A record changes (and is written) only when its job's own state does. What a queued job
+//! waits for and its place in the queue depend on the whole pool and queue: they are derived
+//! when a job is read ([`Core::view`]), never stored, so a scheduling pass writes nothing for
+//! the jobs it leaves waiting.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use gantry_job::JobConfig;
@@ -136,6 +142,9 @@ pub struct JobRecord {
     /// Memory a rank needs, bytes (`gantry_job::memory`); 0: not estimated.
     #[serde(default)]
     pub memory_bytes: u64,
+    /// Raised by every change of the record: of two writes of a record, the higher version wins.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl JobRecord {
@@ -166,6 +175,7 @@ impl JobRecord {
                 step: *step,
                 url: url.clone(),
             }),
+            queue_position: 0,
         }
     }
 
@@ -175,6 +185,25 @@ impl JobRecord {
 
     fn label(&self) -> &'static str {
         self.state.label()
+    }
+
+    /// Its place in the scheduler's order: highest priority first, then submission order.
+    fn queue_key(&self) -> QueueKey {
+        (-i64::from(self.config.job.priority), self.seq)
+    }
+}
+
+/// (minus the priority, submission sequence): queued jobs in the order the scheduler takes them.
+type QueueKey = (i64, u64);
+
+/// A queued job's place: its reason with what it waits for, and its 1-based position.
+fn queued_reason(own: &str, waiting: &str) -> String {
+    // Older records stored the derived part too ("<cause>; waiting ..."): it is derived again.
+    let own = own.split_once("; waiting").map_or(own, |(cause, _)| cause);
+    if own.is_empty() || own == "queued" || own.starts_with("waiting") {
+        waiting.to_string()
+    } else {
+        format!("{own}; {waiting}")
     }
 }
 
@@ -228,6 +257,15 @@ pub struct Core {
     /// Workers lost to missed heartbeats, with how long they had been silent.
     lost: HashMap<String, Duration>,
     outbox: Vec<Event>,
+    /// Job ids by submission sequence.
+    by_seq: BTreeMap<u64, String>,
+    /// The queued jobs, in the scheduler's order (kept by [`Core::touched`]).
+    queue: BTreeSet<QueueKey>,
+    /// The first queued job that fits the pool but not its idle workers, after the last pass:
+    /// the jobs behind it wait for it.
+    blocked_head: Option<String>,
+    /// Raised by every scheduling pass: what queued jobs wait for may have changed.
+    generation: u64,
 }
 
 /// Current Unix time in milliseconds.
@@ -248,6 +286,12 @@ impl Core {
     /// gangs for one heartbeat timeout, waiting for the workers to re-register.
     pub fn recover(timing: Timing, records: Vec<JobRecord>, now: Instant) -> Self {
         let next_seq = records.iter().map(|r| r.seq).max().unwrap_or(0) + 1;
+        let by_seq = records.iter().map(|r| (r.seq, r.id.clone())).collect();
+        let queue = records
+            .iter()
+            .filter(|r| r.state == State::Queued)
+            .map(JobRecord::queue_key)
+            .collect();
         let mut core = Self {
             timing,
             jobs: records.into_iter().map(|r| (r.id.clone(), r)).collect(),
@@ -257,6 +301,10 @@ impl Core {
             grace_until: now + timing.heartbeat_timeout,
             lost: HashMap::new(),
             outbox: Vec::new(),
+            by_seq,
+            queue,
+            blocked_head: None,
+            generation: 0,
         };
         core.schedule();
         core
@@ -272,9 +320,104 @@ impl Core {
         std::mem::take(&mut self.outbox)
     }
 
+    /// A record changed: its version rises, the queue follows its state, and the change is
+    /// left to persist and broadcast.
     fn touched(&mut self, id: &str) {
-        let snapshot = Box::new(self.jobs[id].to_pb());
+        let job = self.jobs.get_mut(id).expect("known job");
+        job.version += 1;
+        let key = job.queue_key();
+        if job.state == State::Queued {
+            self.queue.insert(key);
+        } else {
+            self.queue.remove(&key);
+        }
+        let snapshot = Box::new(self.view_of(&self.jobs[id]));
         self.outbox.push(Event::Job(id.to_string(), snapshot));
+    }
+
+    /// Raised by every scheduling pass: a queued job's derived reason may have changed since a
+    /// reader last looked when this did.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A job as clients see it: its record, and for a queued job what it waits for and its
+    /// place in the queue, derived now.
+    pub fn view(&self, id: &str) -> Result<pb::Job> {
+        Ok(self.view_of(self.job(id)?))
+    }
+
+    fn view_of(&self, job: &JobRecord) -> pb::Job {
+        self.views(&[job]).pop().expect("one view")
+    }
+
+    /// [`Core::view`] of several jobs, with one walk of the queue for all their places.
+    pub fn views(&self, jobs: &[&JobRecord]) -> Vec<pb::Job> {
+        let wanted: HashSet<QueueKey> = jobs
+            .iter()
+            .filter(|j| j.state == State::Queued)
+            .map(|j| j.queue_key())
+            .collect();
+        let mut places = HashMap::with_capacity(wanted.len());
+        if !wanted.is_empty() {
+            for (place, key) in self.queue.iter().enumerate() {
+                if wanted.contains(key) {
+                    places.insert(*key, place as u32 + 1);
+                    if places.len() == wanted.len() {
+                        break;
+                    }
+                }
+            }
+        }
+        let head = self
+            .blocked_head
+            .as_ref()
+            .and_then(|id| self.jobs.get(id))
+            .map(|j| (j.queue_key(), j.id.as_str()));
+        // Counts of workers that can run a job, and of those idle, by what the job asks for.
+        let mut counts: HashMap<(bool, u64), (usize, usize)> = HashMap::new();
+        jobs.iter()
+            .map(|job| {
+                let mut view = job.to_pb();
+                if job.state == State::Queued {
+                    let key = job.queue_key();
+                    view.queue_position = places.get(&key).copied().unwrap_or(0);
+                    let class = (
+                        matches!(job.config.train.device, gantry_job::DeviceSpec::Cuda(_)),
+                        job.memory_bytes,
+                    );
+                    let (capable, idle) = *counts.entry(class).or_insert_with(|| {
+                        let can = self.workers.values().filter(|w| Self::can_run(job, w));
+                        can.fold((0, 0), |(all, idle), w| {
+                            (all + 1, idle + usize::from(w.slot.is_none() && !w.draining))
+                        })
+                    });
+                    let waiting = self.waiting(job, head.filter(|(k, _)| *k < key).map(|(_, id)| id), capable, idle);
+                    view.reason = queued_reason(&job.reason, &waiting);
+                }
+                view
+            })
+            .collect()
+    }
+
+    /// What a queued job waits for, given the job ahead of it that holds the queue (if any),
+    /// the workers that can run it and how many of those are idle.
+    fn waiting(&self, job: &JobRecord, behind: Option<&str>, capable: usize, idle: usize) -> String {
+        let n = job.config.job.workers as usize;
+        let pool = self.workers.len();
+        if n > pool {
+            format!("waiting: needs {n} workers, {pool} registered")
+        } else if n > capable {
+            format!(
+                "waiting: needs {n} workers that can run it (train.device {}, about {} per rank), {capable} of {pool} registered can",
+                job.config.train.device,
+                gantry_job::memory::Bytes(job.memory_bytes)
+            )
+        } else if let Some(head) = behind {
+            format!("waiting behind {head}")
+        } else {
+            format!("waiting for {n} idle workers ({idle} of {pool} idle)")
+        }
     }
 
     /// A job by id.
@@ -293,6 +436,33 @@ impl Core {
             .collect();
         jobs.sort_by_key(|j| j.seq);
         jobs
+    }
+
+    /// One page of jobs in submission order, after sequence `after`: at most `limit` that pass
+    /// `filter`, looking at no more than `budget` jobs. Returns the page and, when more jobs
+    /// follow, the sequence to continue after (a page may be short, even empty, when few jobs
+    /// pass the filter).
+    pub fn page(
+        &self,
+        after: u64,
+        limit: usize,
+        budget: usize,
+        filter: impl Fn(&JobRecord) -> bool,
+    ) -> (Vec<&JobRecord>, Option<u64>) {
+        let mut page = Vec::new();
+        let mut last = after;
+        let following = self.by_seq.range((Bound::Excluded(after), Bound::Unbounded));
+        for (seen, (&seq, id)) in following.enumerate() {
+            if page.len() == limit || seen == budget {
+                return (page, Some(last));
+            }
+            last = seq;
+            let job = &self.jobs[id];
+            if filter(job) {
+                page.push(job);
+            }
+        }
+        (page, None)
     }
 
     /// Queues a validated job.
@@ -318,8 +488,10 @@ impl Core {
             metrics: None,
             checkpoint: None,
             memory_bytes,
+            version: 0,
         };
         self.jobs.insert(id.clone(), record);
+        self.by_seq.insert(seq, id.clone());
         self.touched(&id);
         self.schedule();
         self.jobs[&id].clone()
@@ -683,13 +855,8 @@ impl Core {
     /// waits without holding up the others; one that fits the pool but not the idle workers
     /// holds up the jobs behind it, so it is not starved by smaller ones.
     fn schedule(&mut self) {
-        let mut queued: Vec<(i32, u64, String)> = self
-            .jobs
-            .values()
-            .filter(|j| j.state == State::Queued)
-            .map(|j| (j.config.job.priority, j.seq, j.id.clone()))
-            .collect();
-        queued.sort_by_key(|(priority, seq, _)| (-i64::from(*priority), *seq));
+        self.generation += 1;
+        self.blocked_head = None;
         let pool = self.workers.len();
         let mut idle: Vec<(u64, String)> = self
             .workers
@@ -698,54 +865,48 @@ impl Core {
             .map(|(id, w)| (w.order, id.clone()))
             .collect();
         idle.sort();
-        let mut blocked_by: Option<String> = None;
-        for (_, _, id) in queued {
+        // Workers that can run a job, by what the job asks for (device kind, memory).
+        let mut capable: HashMap<(bool, u64), usize> = HashMap::new();
+        let mut cursor: Option<QueueKey> = None;
+        loop {
+            let next = match cursor {
+                None => self.queue.first().copied(),
+                Some(c) => self.queue.range((Bound::Excluded(c), Bound::Unbounded)).next().copied(),
+            };
+            let Some(key) = next else { break };
+            cursor = Some(key);
+            let id = self.by_seq[&key.1].clone();
             let job = &self.jobs[&id];
             let n = job.config.job.workers as usize;
-            let capable = self.workers.values().filter(|w| Self::can_run(job, w)).count();
+            let class = (
+                matches!(job.config.train.device, gantry_job::DeviceSpec::Cuda(_)),
+                job.memory_bytes,
+            );
+            let capable = *capable
+                .entry(class)
+                .or_insert_with(|| self.workers.values().filter(|w| Self::can_run(job, w)).count());
+            // A job larger than the pool, or than the workers that can run it, waits without
+            // holding up the others (its reason says why, when it is read).
+            if n > pool || n > capable {
+                continue;
+            }
             let fitting: Vec<usize> = idle
                 .iter()
                 .enumerate()
                 .filter(|(_, (_, w))| Self::can_run(job, &self.workers[w]))
                 .map(|(i, _)| i)
+                .take(n)
                 .collect();
-            let reason = if n > pool {
-                format!("waiting: needs {n} workers, {pool} registered")
-            } else if n > capable {
-                format!(
-                    "waiting: needs {n} workers that can run it (train.device {}, about {} per rank), {capable} of {pool} registered can",
-                    job.config.train.device,
-                    gantry_job::memory::Bytes(job.memory_bytes)
-                )
-            } else if let Some(head) = &blocked_by {
-                format!("waiting behind {head}")
-            } else if n > fitting.len() {
-                blocked_by = Some(id.clone());
-                format!("waiting for {n} idle workers ({} of {pool} idle)", fitting.len())
-            } else {
-                let chosen: Vec<usize> = fitting[..n].to_vec();
-                let gang: Vec<String> = chosen.iter().map(|&i| idle[i].1.clone()).collect();
-                for &i in chosen.iter().rev() {
-                    idle.remove(i);
-                }
-                self.start(&id, gang);
-                continue;
-            };
-            self.set_queued_reason(&id, reason);
-        }
-    }
-
-    /// Keeps a restarting job's cause in its reason while it waits.
-    fn set_queued_reason(&mut self, id: &str, waiting: String) {
-        let job = self.jobs.get_mut(id).expect("known job");
-        let reason = match job.reason.split_once("; waiting") {
-            Some((cause, _)) if cause.starts_with("restarting") => format!("{cause}; {waiting}"),
-            _ if job.reason.starts_with("restarting") => format!("{}; {waiting}", job.reason),
-            _ => waiting,
-        };
-        if job.reason != reason {
-            job.reason = reason;
-            self.touched(id);
+            if fitting.len() < n {
+                // It holds up every job behind it: nothing more starts in this pass.
+                self.blocked_head = Some(id);
+                break;
+            }
+            let gang: Vec<String> = fitting.iter().map(|&i| idle[i].1.clone()).collect();
+            for &i in fitting.iter().rev() {
+                idle.remove(i);
+            }
+            self.start(&id, gang);
         }
     }
 
@@ -854,8 +1015,8 @@ mod tests {
         assert_eq!(core.largest_worker_memory(), Some(4 << 30));
         // 6 GiB per rank: not on the 4 GiB worker.
         let big = core.submit_estimated(config(1, 0), 6 << 30).id;
-        let job = core.job(&big).unwrap();
-        assert_eq!(job.state, State::Queued);
+        let job = core.view(&big).unwrap();
+        assert_eq!(job.state(), pb::JobState::Queued);
         assert_eq!(
             job.reason,
             "waiting: needs 1 workers that can run it (train.device auto, about 6.0 GiB per rank), 0 of 1 registered can"
@@ -865,9 +1026,9 @@ mod tests {
         cuda.train.device = "cuda".parse().unwrap();
         let gpu_job = core.submit_estimated(cuda, 1 << 30).id;
         assert!(
-            core.job(&gpu_job).unwrap().reason.contains("train.device cuda"),
+            core.view(&gpu_job).unwrap().reason.contains("train.device cuda"),
             "{}",
-            core.job(&gpu_job).unwrap().reason
+            core.view(&gpu_job).unwrap().reason
         );
         // A large CPU worker takes the big job, a GPU worker the CUDA job; the small one stays idle.
         let large = register(&mut core, "large", "cpu", 64);
@@ -884,7 +1045,7 @@ mod tests {
         let big = core.submit(config(2, 0));
         assert_eq!(core.job(&big.id).unwrap().state, State::Queued);
         assert_eq!(
-            core.job(&big.id).unwrap().reason,
+            core.view(&big.id).unwrap().reason,
             "waiting: needs 2 workers, 1 registered"
         );
         let b = join(&mut core, "b", now);
@@ -912,14 +1073,14 @@ mod tests {
         let w = join(&mut core, "a", now);
         assert_eq!(core.job(&high).unwrap().state, State::Running);
         assert_eq!(
-            core.job(&huge).unwrap().reason,
+            core.view(&huge).unwrap().reason,
             "waiting: needs 5 workers, 1 registered"
         );
         assert_eq!(
-            core.job(&low).unwrap().reason,
+            core.view(&low).unwrap().reason,
             "waiting for 1 idle workers (0 of 1 idle)"
         );
-        assert_eq!(core.job(&low2).unwrap().reason, format!("waiting behind {low}"));
+        assert_eq!(core.view(&low2).unwrap().reason, format!("waiting behind {low}"));
         core.cancel(&high, "").unwrap();
         // The worker is still running the cancelled job: told to stop it, and not given the next
         // job until it says it runs nothing.
@@ -1125,5 +1286,106 @@ mod tests {
             restarted.workers[&w].slot.as_ref().map(|s| s.job_id.as_str()),
             Some(id.as_str())
         );
+    }
+
+    #[test]
+    fn a_scheduling_pass_writes_nothing_for_the_jobs_it_leaves_waiting() {
+        let (mut core, now) = core();
+        let ids: Vec<String> = (0..50).map(|_| core.submit(config(2, 0)).id).collect();
+        let versions: Vec<u64> = ids.iter().map(|id| core.job(id).unwrap().version).collect();
+        core.drain();
+        // Workers join and heartbeat; the waiting jobs' reasons change, their records do not.
+        let a = join(&mut core, "a", now);
+        beat(&mut core, &a, now);
+        core.tick(now);
+        assert!(core.drain().is_empty(), "a pass rewrote waiting jobs");
+        assert_eq!(
+            core.view(&ids[7]).unwrap().reason,
+            "waiting: needs 2 workers, 1 registered"
+        );
+        // The second worker starts the first job: one record changes, the others stay.
+        join(&mut core, "b", now);
+        let changed: Vec<String> = core
+            .drain()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Job(id, _) => Some(id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(changed, vec![ids[0].clone()]);
+        for (id, version) in ids.iter().zip(&versions).skip(1) {
+            assert_eq!(core.job(id).unwrap().version, *version, "{id}");
+        }
+        assert_eq!(
+            core.view(&ids[1]).unwrap().reason,
+            "waiting for 2 idle workers (0 of 2 idle)"
+        );
+        assert_eq!(core.view(&ids[2]).unwrap().reason, format!("waiting behind {}", ids[1]));
+        // Places follow the scheduler's order; a running job has none.
+        assert_eq!(core.view(&ids[0]).unwrap().queue_position, 0);
+        assert_eq!(core.view(&ids[1]).unwrap().queue_position, 1);
+        assert_eq!(core.view(&ids[49]).unwrap().queue_position, 49);
+        let urgent = core.submit(config(2, 5)).id;
+        assert_eq!(core.view(&urgent).unwrap().queue_position, 1);
+        assert_eq!(core.view(&ids[1]).unwrap().queue_position, 2);
+        let views = core.views(&[core.job(&ids[49]).unwrap(), core.job(&ids[1]).unwrap()]);
+        assert_eq!((views[0].queue_position, views[1].queue_position), (50, 2));
+    }
+
+    #[test]
+    fn a_restarting_job_keeps_its_cause_beside_what_it_waits_for() {
+        let (mut core, now) = core();
+        let id = core.submit(config(1, 0)).id;
+        let w = join(&mut core, "a", now);
+        assert!(core.report(&report(&w, &id, 1, 0, failure("disk full", true)), now));
+        let reason = core.view(&id).unwrap().reason;
+        assert!(
+            reason.starts_with("restarting from the latest checkpoint (restart 1 of 2) after: rank 0"),
+            "{reason}"
+        );
+        assert!(
+            reason.ends_with("; waiting for 1 idle workers (0 of 1 idle)"),
+            "{reason}"
+        );
+        // The record keeps the cause alone: the waiting part is derived.
+        assert!(!core.job(&id).unwrap().reason.contains("waiting"));
+        // A record stored by an older coordinator, with the waiting part in it, reads the same.
+        assert_eq!(
+            queued_reason("cause; waiting: needs 2 workers, 1 registered", "now"),
+            "cause; now"
+        );
+        assert_eq!(queued_reason("waiting behind job-000001", "now"), "now");
+    }
+
+    #[test]
+    fn pages_follow_submission_order_with_filters() {
+        let (mut core, now) = core();
+        let ids: Vec<String> = (0..10).map(|i| core.submit(config(1 + (i % 2), 0)).id).collect();
+        join(&mut core, "a", now);
+        let running = core.job(&ids[0]).unwrap();
+        assert_eq!(running.state, State::Running);
+        let (page, next) = core.page(0, 4, 100, |_| true);
+        let seqs: Vec<u64> = page.iter().map(|j| j.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4]);
+        assert_eq!(next, Some(4));
+        let (page, next) = core.page(8, 4, 100, |_| true);
+        assert_eq!(page.iter().map(|j| j.seq).collect::<Vec<_>>(), vec![9, 10]);
+        assert_eq!(next, None);
+        // A filter that few jobs pass: pages may be short while more follow.
+        let (page, next) = core.page(0, 4, 3, |j| j.config.job.workers == 2);
+        assert_eq!(page.iter().map(|j| j.seq).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(next, Some(3));
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let (page, next) = core.page(after, 2, 3, |j| j.state == State::Queued);
+            all.extend(page.iter().map(|j| j.seq));
+            match next {
+                Some(n) => after = n,
+                None => break,
+            }
+        }
+        assert_eq!(all, (2..=10).collect::<Vec<_>>());
     }
 }

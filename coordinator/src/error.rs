@@ -58,6 +58,36 @@ pub enum Error {
         /// The decoder's error.
         source: serde_json::Error,
     },
+    /// This coordinator does not hold the state's lease (any more): it may not write.
+    #[error("this coordinator may not write the job store (lease epoch {epoch}): {why}")]
+    Fenced {
+        /// The epoch it held.
+        epoch: u64,
+        /// Why it lost it.
+        why: String,
+    },
+    /// Another coordinator holds the state's lease, and did not let go in time.
+    #[error(
+        "another coordinator holds the lease on the job store {state} (epoch {epoch}): {holder}; waited {waited_s:.1} s (--lease-wait)"
+    )]
+    LeaseHeld {
+        /// The state URL.
+        state: String,
+        /// Who holds it.
+        holder: String,
+        /// Its epoch.
+        epoch: u64,
+        /// How long this one waited.
+        waited_s: f64,
+    },
+    /// Another coordinator took the lease this one held: it stops serving.
+    #[error("lost the lease on the job store (epoch {epoch}) to {by}: this coordinator stops")]
+    LeaseLost {
+        /// The epoch this one held.
+        epoch: u64,
+        /// Who took it.
+        by: String,
+    },
     /// The server could not start or failed (TLS set-up, the listener).
     #[error("the gRPC server failed")]
     Server(#[from] tonic::transport::Error),
@@ -77,7 +107,9 @@ impl Error {
             Error::Denied(_) => Code::PermissionDenied,
             Error::JobNotFound { .. } => Code::NotFound,
             Error::JobState { .. } | Error::OutputInUse { .. } => Code::FailedPrecondition,
-            Error::Store(_) => Code::Unavailable,
+            Error::Store(_) | Error::Fenced { .. } | Error::LeaseHeld { .. } | Error::LeaseLost { .. } => {
+                Code::Unavailable
+            }
             Error::Record { .. } | Error::Server(_) | Error::Reflection(_) => Code::Internal,
         }
     }

@@ -70,6 +70,14 @@ enum Command {
         /// A storage prefix jobs may write runs into (and read from).
         #[arg(long, env = "GANTRY_ALLOW_WRITE", value_delimiter = ',')]
         allow_write: Vec<String>,
+        /// Seconds the state's lease lives without renewal: a coordinator that stops (without
+        /// a clean shutdown, on another machine) is replaced after this long.
+        #[arg(long, default_value_t = 10.0)]
+        lease_ttl: f64,
+        /// Seconds to wait for the state's lease while another coordinator holds it, then exit
+        /// with an error (default: wait as long as it takes).
+        #[arg(long)]
+        lease_wait: Option<f64>,
     },
     /// Submit a TOML job file; prints the job id.
     Submit {
@@ -93,6 +101,9 @@ enum Command {
         /// Only jobs in this state (repeatable).
         #[arg(long, value_enum)]
         state: Vec<coordinator::core::State>,
+        /// Only jobs with this name (`job.name`, exactly).
+        #[arg(long, default_value = "")]
+        name: String,
         #[command(flatten)]
         connection: Connection,
     },
@@ -105,6 +116,48 @@ enum Command {
         reason: String,
         #[command(flatten)]
         connection: Connection,
+    },
+    /// Load-test the control plane: start a coordinator on a fresh state folder and drive it
+    /// with simulated workers and jobs over gRPC; print latencies, false losses, writes, memory
+    /// and the restart time. Exits non-zero if a live worker was lost, a call failed or a record
+    /// went missing.
+    Bench {
+        /// A packed dataset the jobs name (e.g. from `dataprep synth celeba` + `dataprep pack`).
+        #[arg(long)]
+        data: String,
+        /// Folder for the state, tokens and logs (its `state` must not exist).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Simulated workers.
+        #[arg(long, default_value_t = 1000)]
+        workers: usize,
+        /// Jobs submitted at first and kept queued.
+        #[arg(long, default_value_t = 10000)]
+        jobs: usize,
+        /// Workers (ranks) per job.
+        #[arg(long, default_value_t = 2)]
+        ranks: u32,
+        /// Seconds of steady load after the submissions.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Seconds a simulated run lasts.
+        #[arg(long, default_value_t = 20.0)]
+        run_seconds: f64,
+        /// Steps (heartbeats) between simulated checkpoints; 0: none.
+        #[arg(long, default_value_t = 10)]
+        checkpoint_every: u64,
+        /// The coordinator's --heartbeat-timeout; workers heartbeat at a quarter of it.
+        #[arg(long, default_value_t = 4.0)]
+        heartbeat_timeout: f64,
+        /// Concurrent submissions.
+        #[arg(long, default_value_t = 16)]
+        submitters: usize,
+        /// gRPC connections of the simulated workers (default: one per worker).
+        #[arg(long)]
+        connections: Option<usize>,
+        /// Skip the kill-and-restart check at the end.
+        #[arg(long)]
+        no_restart: bool,
     },
     /// Follow a job's state, metrics and checkpoints until it ends; exit non-zero unless it succeeds.
     Watch {
@@ -156,6 +209,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tls_key,
             allow_read,
             allow_write,
+            lease_ttl,
+            lease_wait,
         } => {
             let access = coordinator::service::Access {
                 read: dataprep::access::Prefixes::new(&allow_read).map_err(anyhow::Error::msg)?,
@@ -179,6 +234,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("--listen {listen}"))?;
             let bound = listener.local_addr()?;
+            anyhow::ensure!(
+                lease_ttl.is_finite() && lease_ttl >= 0.5,
+                "--lease-ttl is {lease_ttl}, expected at least 0.5 seconds"
+            );
+            anyhow::ensure!(
+                lease_wait.is_none_or(|w| w.is_finite() && w >= 0.0),
+                "--lease-wait is {lease_wait:?}, expected a number of seconds"
+            );
+            let lease = coordinator::lease::LeaseOptions {
+                ttl: Duration::from_secs_f64(lease_ttl),
+                wait: lease_wait.map(Duration::from_secs_f64),
+            };
+            // Say where it listens only once it may write the state.
+            let held = coordinator::lease::Lease::acquire(&state, &bound.to_string(), lease).await?;
             let options = coordinator::server::ServeOptions {
                 state,
                 job_token,
@@ -186,6 +255,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
                 access,
                 tls,
+                lease,
+                held: Some(held),
             };
             let shutdown = async {
                 let mut term =
@@ -215,12 +286,54 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Status { id, connection } => {
             cli::status(&mut client(&connection)?, &id, &mut out).await?;
         }
-        Command::List { state, connection } => {
+        Command::List {
+            state,
+            name,
+            connection,
+        } => {
             let states = state.into_iter().map(pb::JobState::from).collect();
-            cli::list(&mut client(&connection)?, states, &mut out).await?;
+            cli::list(&mut client(&connection)?, states, &name, &mut out).await?;
         }
         Command::Cancel { id, reason, connection } => {
             cli::cancel(&mut client(&connection)?, &id, &reason, &mut out).await?;
+        }
+        Command::Bench {
+            data,
+            dir,
+            workers,
+            jobs,
+            ranks,
+            seconds,
+            run_seconds,
+            checkpoint_every,
+            heartbeat_timeout,
+            submitters,
+            connections,
+            no_restart,
+        } => {
+            let options = coordinator::bench::BenchOptions {
+                binary: std::env::current_exe().context("the coordinator binary's path")?,
+                dir,
+                data,
+                workers,
+                jobs,
+                ranks,
+                seconds,
+                run_seconds,
+                checkpoint_every,
+                heartbeat_timeout,
+                submitters,
+                connections: connections.unwrap_or(workers),
+                restart: !no_restart,
+            };
+            let report = coordinator::bench::run(options.clone(), &mut std::io::stderr()).await?;
+            report.write(&options, &mut out)?;
+            let problems = report.problems();
+            anyhow::ensure!(
+                problems.is_empty(),
+                "the control plane failed under load: {}",
+                problems.join("; ")
+            );
         }
         Command::Watch { id, connection } => {
             cli::watch(

@@ -12,9 +12,13 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::core::Timing;
+use crate::lease::{Lease, LeaseOptions};
 use crate::service::Coordinator;
 use crate::store::JobStore;
 use crate::{Error, Result};
+
+/// How often the count of job records written is logged (when it moved).
+const STORE_LOG_PERIOD: Duration = Duration::from_secs(10);
 
 /// Everything `serve` needs besides the listener.
 #[derive(Debug, Clone)]
@@ -31,11 +35,23 @@ pub struct ServeOptions {
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
     /// The storage jobs may read and write.
     pub access: crate::service::Access,
+    /// How the state's lease is taken.
+    pub lease: LeaseOptions,
+    /// The lease, when the caller took it already (to say it listens only once it holds it).
+    pub held: Option<Lease>,
 }
 
-/// Serves on `listener` until `shutdown` resolves.
+/// Serves on `listener` until `shutdown` resolves (then releases the state's lease), or until
+/// another coordinator takes the lease (an error).
 pub async fn serve(options: ServeOptions, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let store = JobStore::open(&options.state)?;
+    let lease = match options.held.clone() {
+        Some(lease) => lease,
+        None => {
+            let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            Lease::acquire(&options.state, &address, options.lease).await?
+        }
+    };
+    let store = JobStore::open(&options.state)?.fenced(lease.fence());
     let timing = Timing {
         heartbeat_timeout: options.heartbeat_timeout,
     };
@@ -61,6 +77,31 @@ pub async fn serve(options: ServeOptions, listener: TcpListener, shutdown: impl 
         })
     };
 
+    // How many job records are written: proportional to real changes of jobs, not to load.
+    let writes = {
+        let store = coordinator.store().clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut interval = tokio::time::interval(STORE_LOG_PERIOD);
+            interval.tick().await;
+            let mut last = 0;
+            loop {
+                interval.tick().await;
+                let written = store.records_written();
+                if written != last {
+                    let per_s = (written - last) as f64 / STORE_LOG_PERIOD.as_secs_f64();
+                    tracing::info!(
+                        records_written = written,
+                        per_s,
+                        uptime_s = started.elapsed().as_secs_f64(),
+                        "job store writes"
+                    );
+                    last = written;
+                }
+            }
+        })
+    };
+
     let (health, health_service) = tonic_health::server::health_reporter();
     for service in ["gantry.v1.JobService", "gantry.v1.WorkerService", ""] {
         health
@@ -78,14 +119,22 @@ pub async fn serve(options: ServeOptions, listener: TcpListener, shutdown: impl 
     }
     let jobs = JobServiceServer::with_interceptor(coordinator.clone(), RequireToken(options.job_token));
     let workers = WorkerServiceServer::with_interceptor(coordinator, RequireToken(options.worker_token));
-    let result = builder
+    let serving = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(jobs)
         .add_service(workers)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
-        .await
-        .map_err(Error::from);
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown);
+    let result = tokio::select! {
+        served = serving => served.map_err(Error::from),
+        lost = lease.keep() => Err(lost),
+    };
     ticker.abort();
+    writes.abort();
+    if result.is_ok()
+        && let Err(e) = lease.release().await
+    {
+        tracing::error!(error = %dataprep::error_chain(&e), "lease not released: the next coordinator waits for it to expire");
+    }
     result
 }

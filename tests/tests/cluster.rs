@@ -161,6 +161,27 @@ pub(crate) fn coordinator(scratch: &Scratch, state: &str, listen: &str, extra: &
     }
 }
 
+impl Coordinator {
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self._process.child.id()
+    }
+
+    /// Waits for it to exit by itself, up to `limit` (a deadline, not a pause).
+    pub(crate) fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self._process.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// A loopback TCP port that was free a moment ago.
 pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

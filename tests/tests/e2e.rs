@@ -3,6 +3,7 @@
 mod util;
 
 mod cluster;
+mod control_plane;
 mod dataprep_cli;
 mod demo;
 mod jobs;
