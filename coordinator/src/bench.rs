@@ -392,6 +392,8 @@ struct Shared {
     report_errors: AtomicU64,
     register_again: AtomicU64,
     runs_finished: AtomicU64,
+    /// Submissions sent.
+    submissions: AtomicU64,
     /// Jobs whose submission was acknowledged.
     submitted: Mutex<HashSet<String>>,
     /// Jobs with the ranks whose end was acknowledged.
@@ -602,13 +604,14 @@ async fn simulate_worker(
 
 /// Submits one job; its id and how long it took.
 async fn submit_one(client: &mut Jobs, spec: &pb::JobSpec, shared: &Shared, latencies: &mut Latencies) -> bool {
+    // One output per job, as the coordinator requires (nothing is ever written there).
+    let mut spec = spec.clone();
+    if let Some(output) = spec.output.as_mut() {
+        let n = shared.submissions.fetch_add(1, Ordering::Relaxed);
+        output.url = format!("{}/{n}", output.url);
+    }
     let sent = Instant::now();
-    match client
-        .submit_job(pb::SubmitJobRequest {
-            spec: Some(spec.clone()),
-        })
-        .await
-    {
+    match client.submit_job(pb::SubmitJobRequest { spec: Some(spec) }).await {
         Ok(answer) => {
             latencies.push(sent.elapsed());
             if let Some(job) = answer.into_inner().job {

@@ -266,6 +266,13 @@ pub struct Core {
     blocked_head: Option<String>,
     /// Raised by every scheduling pass: what queued jobs wait for may have changed.
     generation: u64,
+    /// The outputs of the jobs that have not ended (canonical URL -> job id): one job per output.
+    outputs: HashMap<String, String>,
+}
+
+/// An output URL in the form the one-job-per-output check compares.
+fn canonical_output(url: &str) -> String {
+    dataprep::access::normalize(url).unwrap_or_else(|_| url.trim().to_string())
 }
 
 /// Current Unix time in milliseconds.
@@ -292,6 +299,11 @@ impl Core {
             .filter(|r| r.state == State::Queued)
             .map(JobRecord::queue_key)
             .collect();
+        let outputs = records
+            .iter()
+            .filter(|r| !r.state.is_final())
+            .map(|r| (canonical_output(&r.config.output.url), r.id.clone()))
+            .collect();
         let mut core = Self {
             timing,
             jobs: records.into_iter().map(|r| (r.id.clone(), r)).collect(),
@@ -305,6 +317,7 @@ impl Core {
             queue,
             blocked_head: None,
             generation: 0,
+            outputs,
         };
         core.schedule();
         core
@@ -490,6 +503,8 @@ impl Core {
             memory_bytes,
             version: 0,
         };
+        self.outputs
+            .insert(canonical_output(&record.config.output.url), id.clone());
         self.jobs.insert(id.clone(), record);
         self.by_seq.insert(seq, id.clone());
         self.touched(&id);
@@ -499,12 +514,8 @@ impl Core {
 
     /// A job that has not ended and writes into `url` (compared in canonical form).
     pub fn output_in_use(&self, url: &str) -> Option<&JobRecord> {
-        let canonical = |u: &str| dataprep::access::normalize(u).unwrap_or_else(|_| u.to_string());
-        let url = canonical(url);
-        self.jobs
-            .values()
-            .filter(|j| matches!(j.state, State::Queued | State::Running))
-            .find(|j| canonical(&j.config.output.url) == url)
+        let id = self.outputs.get(&canonical_output(url))?;
+        self.jobs.get(id).filter(|j| !j.state.is_final())
     }
 
     /// Cancels a queued or running job; its workers are told to stop and become idle.
@@ -555,6 +566,10 @@ impl Core {
         job.state = state;
         job.reason = reason;
         job.finished_ms = now_ms();
+        let output = canonical_output(&job.config.output.url);
+        if self.outputs.get(&output).is_some_and(|holder| holder == id) {
+            self.outputs.remove(&output);
+        }
         self.touched(id);
     }
 

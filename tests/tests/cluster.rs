@@ -130,14 +130,7 @@ pub(crate) fn coordinator(scratch: &Scratch, state: &str, listen: &str, extra: &
         .append(true)
         .open(scratch.path("coordinator.log"))
         .unwrap();
-    let mut child = Command::new(bin("coordinator"))
-        .args(["serve", "--listen", listen, "--state", state])
-        .arg("--token-file")
-        .arg(scratch.path("job.token"))
-        .arg("--worker-token-file")
-        .arg(scratch.path("worker.token"))
-        .args(extra)
-        .stdout(Stdio::piped())
+    let mut child = serve_command(scratch, state, listen, extra)
         .stderr(log)
         .spawn()
         .unwrap();
@@ -180,6 +173,20 @@ impl Coordinator {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// `coordinator serve` on `listen` with the scratch tokens and `extra` flags, its stdout piped.
+pub(crate) fn serve_command(scratch: &Scratch, state: &str, listen: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(bin("coordinator"));
+    command
+        .args(["serve", "--listen", listen, "--state", state])
+        .arg("--token-file")
+        .arg(scratch.path("job.token"))
+        .arg("--worker-token-file")
+        .arg(scratch.path("worker.token"))
+        .args(extra)
+        .stdout(Stdio::piped());
+    command
 }
 
 /// A loopback TCP port that was free a moment ago.

@@ -4,7 +4,7 @@
 //! writes are refused).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::cluster::*;
@@ -81,14 +81,7 @@ fn a_small_bench_run_loses_no_worker_and_no_record() {
 /// Starts `coordinator serve` on `state` with its log in `<name>.log`, not waiting for it.
 fn spawn_coordinator(scratch: &Scratch, state: &str, name: &str, extra: &[&str]) -> Process {
     let log = std::fs::File::create(scratch.path(&format!("{name}.log"))).unwrap();
-    let child = Command::new(bin("coordinator"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--state", state])
-        .arg("--token-file")
-        .arg(scratch.path("job.token"))
-        .arg("--worker-token-file")
-        .arg(scratch.path("worker.token"))
-        .args(extra)
-        .stdout(Stdio::piped())
+    let child = serve_command(scratch, state, "127.0.0.1:0", extra)
         .stderr(log)
         .spawn()
         .unwrap();
@@ -119,9 +112,12 @@ fn two_coordinators_on_one_state_never_both_write() {
         let state = scratch.path("state").display().to_string();
         let lease = ["--lease-ttl", "3"];
         let mut first = coordinator(&scratch, &state, "127.0.0.1:0", &lease);
-        let job = scratch.job_file("one", 3, 0, "");
-        let submit = |addr: &str| scratch.cli(addr, &["submit", job.to_str().unwrap()]);
-        assert_eq!(ok(submit(&first.addr)).trim(), "job-000001");
+        // One output per job: each submission gets a job file of its own.
+        let submit = |addr: &str, name: &str| {
+            let job = scratch.job_file(name, 3, 0, "");
+            scratch.cli(addr, &["submit", job.to_str().unwrap()])
+        };
+        assert_eq!(ok(submit(&first.addr, "one")).trim(), "job-000001");
 
         // The second waits, saying who holds the lease; the first keeps serving and writing.
         let mut second = spawn_coordinator(&scratch, &state, "second", &lease);
@@ -132,7 +128,7 @@ fn two_coordinators_on_one_state_never_both_write() {
             Duration::from_secs(60),
         );
         assert!(scratch.log("second.log").contains(&format!("serving {}", first.addr)));
-        assert_eq!(ok(submit(&first.addr)).trim(), "job-000002");
+        assert_eq!(ok(submit(&first.addr, "two")).trim(), "job-000002");
 
         // The first stops answering (paused, as a hung process or a partitioned node would):
         // the second takes the lease once it sat still for its time to live, and serves.
@@ -159,7 +155,7 @@ fn two_coordinators_on_one_state_never_both_write() {
 
         // The first wakes up with a late write: refused, and it stops, saying why.
         signal(first.pid(), "-CONT");
-        let late = submit(&first.addr);
+        let late = submit(&first.addr, "late");
         assert!(
             !late.status.success(),
             "a stale coordinator accepted a job: {:?}",
@@ -178,6 +174,6 @@ fn two_coordinators_on_one_state_never_both_write() {
             .collect();
         stored.sort();
         assert_eq!(stored, vec!["job-000001.json", "job-000002.json"]);
-        assert_eq!(ok(submit(&second_addr)).trim(), "job-000003");
+        assert_eq!(ok(submit(&second_addr, "after")).trim(), "job-000003");
     });
 }
