@@ -190,7 +190,13 @@ pub async fn list(
         for job in &page.jobs {
             let config = job.spec.as_ref().and_then(|s| JobConfig::from_spec(s).ok());
             let steps = config.as_ref().map_or(0, |c| c.train.steps);
-            let step = job.metrics.as_ref().map_or(0, |m| m.step);
+            // A run resumed at its last step reports no step, only its checkpoint.
+            let step = job
+                .metrics
+                .as_ref()
+                .map(|m| m.step)
+                .max(job.checkpoint.as_ref().map(|c| c.step))
+                .unwrap_or(0);
             writeln!(
                 out,
                 "{:<12} {:<10} {:>7} {:>9}  {:<16} {}",
