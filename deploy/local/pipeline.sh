@@ -98,6 +98,15 @@ if ! grep -q '^listening on ' "$demo/coordinator.out" 2> /dev/null; then
 fi
 address=http://$(sed -n 's/^listening on //p' "$demo/coordinator.out")
 say "coordinator at $address (log $demo/coordinator.log), job records in $storage/state"
+export GANTRY_COORDINATOR=$address
+# A job an interrupted run left queued or running writes the same run: cancelled before any
+# worker joins (so it cannot start again), since the new job resumes from the checkpoint it saved.
+leftovers=$("$GANTRY_BIN/coordinator" list --state queued --state running --token-file "$demo/job.token" |
+  awk 'NR > 1 { print $1 }')
+for id in $leftovers; do
+  "$GANTRY_BIN/coordinator" cancel "$id" --reason "superseded by a new run of the demo" \
+    --token-file "$demo/job.token"
+done
 for i in $(seq 1 "$workers"); do
   # No port in --advertise: each worker reserves a free one for its gang's rendezvous.
   setsid "$GANTRY_BIN/worker" serve --coordinator "$address" --token-file "$demo/worker.token" \
@@ -115,15 +124,6 @@ if [ -n "${STEPS:-}" ]; then
   edits+=(-e "s|^steps = .*|steps = $STEPS|")
 fi
 sed "${edits[@]}" "$job_template" > "$job"
-export GANTRY_COORDINATOR=$address
-# A job an interrupted run left queued or running writes the same run: cancelled, since the new
-# job resumes from the checkpoint it saved.
-leftovers=$("$GANTRY_BIN/coordinator" list --state queued --state running --token-file "$demo/job.token" |
-  awk 'NR > 1 { print $1 }')
-for id in $leftovers; do
-  "$GANTRY_BIN/coordinator" cancel "$id" --reason "superseded by a new run of the demo" \
-    --token-file "$demo/job.token"
-done
 say "submitting $job over gRPC"
 # In the background, so that a signal to this script is handled at once (bash runs traps only
 # between foreground commands); its exit status is the job's.

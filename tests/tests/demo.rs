@@ -7,16 +7,21 @@ use std::process::{Command, Output};
 use crate::cluster::serial;
 use crate::util::*;
 
+/// The pipeline script with small settings.
+fn pipeline_command(demo: &Path, storage: &str, steps: u64) -> Command {
+    let mut command = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/pipeline.sh"));
+    command
+        .env("DEMO_DIR", demo)
+        .env("STORAGE", storage)
+        .env("IMAGES", "160")
+        .env("STEPS", steps.to_string())
+        .env("WORKERS", "2");
+    command
+}
+
 /// Runs the pipeline script with the given settings; its output.
 fn pipeline(demo: &Path, storage: &str) -> Output {
-    run_with(
-        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/pipeline.sh"))
-            .env("DEMO_DIR", demo)
-            .env("STORAGE", storage)
-            .env("IMAGES", "160")
-            .env("STEPS", "6")
-            .env("WORKERS", "2"),
-    )
+    run_with(&mut pipeline_command(demo, storage, 6))
 }
 
 /// Processes whose command line mentions `needle`.
@@ -146,5 +151,68 @@ fn the_main_job_runs_end_to_end_through_the_coordinator_on_s3_and_a_second_run_r
         );
         assert_eq!(text_of(&run, "metrics.jsonl").await.unwrap(), metrics);
         assert!(processes_mentioning(demo.to_str().unwrap()).is_empty());
+    });
+}
+
+#[test]
+fn a_signal_to_the_main_command_stops_everything_and_the_next_run_resumes_the_saved_job() {
+    use std::io::{BufRead, BufReader};
+    serial(async {
+        let scratch = tempfile::tempdir().unwrap();
+        let demo = scratch.path().join("demo");
+        let storage = demo.display().to_string();
+        let mut child = pipeline_command(&demo, &storage, 400)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Follow its progress lines until training is under way, then signal it as a cluster or a
+        // terminal would (SIGTERM; Ctrl-C takes the same path).
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let training = line.starts_with("step 10 ");
+            seen.push(line);
+            if training {
+                break;
+            }
+        }
+        assert!(seen.last().is_some_and(|l| l.starts_with("step 10 ")), "{seen:#?}");
+        ok(run_with(Command::new("kill").args(["-TERM", &child.id().to_string()])));
+        let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(143), "{rest:#?}");
+        let left = processes_mentioning(demo.to_str().unwrap());
+        assert!(left.is_empty(), "processes left behind: {left:?}");
+        // The workers stopped first: the job saved a checkpoint and went back to the queue.
+        let records = std::fs::read_dir(demo.join("state/jobs")).unwrap();
+        let records: Vec<serde_json::Value> = records
+            .map(|e| serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap())
+            .collect();
+        assert_eq!(records.len(), 1);
+        let record = &records[0];
+        assert_eq!(record["state"], "QUEUED", "{record:#}");
+        assert_eq!(record["attempts"][0]["preempted"], true, "{record:#}");
+        let saved = record["checkpoint"][0].as_u64().expect("a checkpoint step");
+        assert!(saved >= 10, "{record:#}");
+
+        // The next run cancels the left-over job and resumes the run from that checkpoint.
+        let again = run_with(&mut pipeline_command(&demo, &storage, saved + 5));
+        let (stdout, stderr) = text(&again);
+        assert!(again.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("CANCELLED: cancelled: superseded by a new run of the demo"),
+            "{stdout}"
+        );
+        assert!(stdout.contains(&format!("resumed from step {saved}")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("SUCCEEDED: trained to step {}", saved + 5)),
+            "{stdout}"
+        );
+        let metrics = std::fs::read_to_string(demo.join("runs/blond32/metrics.jsonl")).unwrap();
+        assert_eq!(metrics.lines().count() as u64, saved + 5);
+        assert!(processes_mentioning(demo.to_str().unwrap()).is_empty());
+        println!("main command: stopped by SIGTERM after step 10, saved at step {saved}, resumed from it");
     });
 }
