@@ -818,6 +818,32 @@ fn wrong_tokens_and_bad_specs_are_rejected_and_change_nothing() {
             .await
             .unwrap();
         client.submit_job(submit(again)).await.unwrap();
+
+        // The coordinator keeps the datasets it has checked, by manifest version: repacked at
+        // 64x64 in place, the dataset is read again and the 32x32 job refused.
+        ok(run(
+            "dataprep",
+            &[
+                "pack",
+                "celeba",
+                "--input",
+                scratch.path("celeba").to_str().unwrap(),
+                "--output",
+                &scratch.data(),
+                "--size",
+                "64",
+                "--force",
+            ],
+        ));
+        let mut other = spec.clone();
+        other.output.as_mut().unwrap().url = scratch.path("runs/after-repack").display().to_string();
+        let status = client.submit_job(submit(other)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("model.image_size is 32 but the dataset"),
+            "{}",
+            status.message()
+        );
     });
 }
 
