@@ -672,12 +672,15 @@ impl Core {
         if req.leaving {
             let worker = self.workers.remove(&req.worker_id).expect("known worker");
             tracing::info!(worker_id = %req.worker_id, hostname = %worker.hostname, "worker left the pool");
+            // It still holds a rank when it was assigned one just before it was told to shut
+            // down (a run it had started ends, reported, before it leaves): a shutdown, not a
+            // failure of the job, so the gang is re-queued without using a restart.
             if let Some(slot) = worker.slot {
                 let cause = format!(
-                    "worker {} (rank {}) left the pool while running it",
+                    "worker {} left the pool (shutting down) while holding rank {}",
                     req.worker_id, slot.rank
                 );
-                self.fail_gang(&slot.job_id, cause, true);
+                self.preempt_gang(&slot.job_id, cause);
             }
             self.schedule();
             return pb::HeartbeatResponse::default();
@@ -1183,8 +1186,8 @@ mod tests {
         let first = beat(&mut core, &a, now).assignment.expect("attempt 2, rank 0");
         assert_eq!(first.attempt, 2);
         assert_eq!(beat(&mut core, &c2, now).assignment.unwrap().rank, 1);
-        // A worker that leaves while it holds a rank fails its gang at once; that is a real
-        // failure, and with no restarts allowed the job fails.
+        // A worker that leaves while it holds a rank (assigned as it was told to shut down)
+        // re-queues the gang at once, still without using a restart ...
         core.heartbeat(
             &pb::HeartbeatRequest {
                 worker_id: c2.clone(),
@@ -1194,8 +1197,23 @@ mod tests {
             now,
         );
         let job = core.job(&id).unwrap();
+        assert_eq!(job.state, State::Queued);
+        assert!(job.attempts[1].preempted);
+        assert!(
+            job.attempts[1]
+                .reason
+                .contains("left the pool (shutting down) while holding rank 1"),
+            "{}",
+            job.attempts[1].reason
+        );
+        // ... but a failure does, and with no restarts allowed the job fails.
+        let d = join(&mut core, "d", now);
+        assert!(beat(&mut core, &a, now).assignment.is_some());
+        assert!(beat(&mut core, &d, now).assignment.is_some());
+        let failed = report(&a, &id, 3, 0, failure("CUDA error: an illegal memory access", true));
+        assert!(core.report(&failed, now));
+        let job = core.job(&id).unwrap();
         assert_eq!(job.state, State::Failed);
-        assert!(job.reason.contains("left the pool while running it"), "{}", job.reason);
         assert!(job.reason.contains("gave up after 0 restarts"), "{}", job.reason);
     }
 
