@@ -800,9 +800,11 @@ impl Core {
                     } else {
                         format!("checkpoint at step {}", c.step)
                     };
+                    // Every rank reports it, the one whose worker shuts down maybe not first: the
+                    // worker that leaves says so itself (its leaving heartbeat).
                     let cause = format!(
-                        "preemption at step {} (worker {} of rank {} shut down; {saved})",
-                        c.step, req.worker_id, req.rank
+                        "preemption at step {} (a worker of the gang is shutting down; {saved})",
+                        c.step
                     );
                     self.preempt_gang(id, cause);
                     return true;

@@ -378,7 +378,6 @@ fn sigterm_to_an_agent_saves_its_gang_and_the_job_resumes_without_using_a_restar
             .filter(|w| !job.attempts[1].workers.contains(w))
             .collect();
         assert_eq!(left.len(), 1, "{:?} then {:?}", first.workers, job.attempts[1].workers);
-        assert!(first.reason.contains(left[0].as_str()), "{}", first.reason);
         assert!(!job.attempts[1].preempted);
         assert_resumed_once(&scratch, &job, "preempt", steps, saved_at);
         assert!(committed(&scratch.path("runs/preempt"), saved_at));
