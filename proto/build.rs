@@ -12,9 +12,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(out.join("gantry_v1_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         // Step metrics are also kept in the coordinator's JSON job records.
+        // Lines written before a field existed read as its default.
         .message_attribute(
             "gantry.v1.StepMetrics",
-            "#[derive(serde::Serialize, serde::Deserialize)]",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
+        .message_attribute(
+            "gantry.v1.Evaluation",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
+        .message_attribute(
+            "gantry.v1.ClassEvaluation",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )
         .compile_fds(fds)?;
     Ok(())

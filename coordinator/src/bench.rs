@@ -569,11 +569,13 @@ async fn simulate_worker(
             WorkerEvent::Finished(pb::CheckpointInfo {
                 step: r.step,
                 url: format!("file:///bench/{}/checkpoints/step-{:07}", r.job_id, r.step),
+                ..Default::default()
             })
         } else if r.rank == 0 && options.checkpoint_every > 0 && r.step % options.checkpoint_every == 0 {
             WorkerEvent::Checkpoint(pb::CheckpointInfo {
                 step: r.step,
                 url: format!("file:///bench/{}/checkpoints/step-{:07}", r.job_id, r.step),
+                ..Default::default()
             })
         } else if r.rank == 0 {
             WorkerEvent::Metrics(pb::StepMetrics {

@@ -283,6 +283,7 @@ pub async fn watch(client: &mut JobClient, id: &str, out: &mut impl Write, bar: 
                 None => line(out, format!("step {}  {}", m.step, metrics_line(&m)))?,
             },
             Some(pb::job_event::Event::Checkpoint(c)) => line(out, format!("checkpoint step {} {}", c.step, c.url))?,
+            Some(pb::job_event::Event::Evaluation(e)) => line(out, evaluation_line(&e))?,
             None => {}
         }
     }
@@ -312,4 +313,23 @@ pub async fn watch(client: &mut JobClient, id: &str, out: &mut impl Write, bar: 
             reason: job.reason.clone(),
         })
     }
+}
+
+/// One line for an evaluation: overall figures, then per-class accuracy.
+fn evaluation_line(e: &pb::Evaluation) -> String {
+    let classes: Vec<String> = e
+        .classes
+        .iter()
+        .map(|c| format!("{} {:.3}", c.name, c.accuracy))
+        .collect();
+    format!(
+        "eval step {}  accuracy {:.3} (classifier {:.3})  label swap {:.3}  feature Fréchet {:.3}  [{}]  {}",
+        e.step,
+        e.accuracy,
+        e.classifier_accuracy,
+        e.label_swap,
+        e.frechet,
+        classes.join(", "),
+        e.url
+    )
 }

@@ -139,6 +139,9 @@ pub struct JobRecord {
     pub metrics: Option<pb::StepMetrics>,
     /// The last committed checkpoint: (step, url).
     pub checkpoint: Option<(u64, String)>,
+    /// The latest evaluation of the generator.
+    #[serde(default)]
+    pub evaluation: Option<pb::Evaluation>,
     /// Memory a rank needs, bytes (`gantry_job::memory`); 0: not estimated.
     #[serde(default)]
     pub memory_bytes: u64,
@@ -174,8 +177,10 @@ impl JobRecord {
             checkpoint: self.checkpoint.as_ref().map(|(step, url)| pb::CheckpointInfo {
                 step: *step,
                 url: url.clone(),
+                ..Default::default()
             }),
             queue_position: 0,
+            evaluation: self.evaluation.clone(),
         }
     }
 
@@ -242,6 +247,8 @@ pub enum Event {
     Metrics(String, pb::StepMetrics),
     /// A checkpoint was committed (broadcast; the record is persisted through [`Event::Job`]).
     Checkpoint(String, pb::CheckpointInfo),
+    /// Rank 0 evaluated the generator (broadcast; the record keeps the latest).
+    Evaluation(String, Box<pb::Evaluation>),
 }
 
 /// The coordinator's state.
@@ -500,6 +507,7 @@ impl Core {
             finished_ms: 0,
             metrics: None,
             checkpoint: None,
+            evaluation: None,
             memory_bytes,
             version: 0,
         };
@@ -760,7 +768,7 @@ impl Core {
                 }
                 // Every rank reports the same averaged metrics and checkpoint: rank 0's speak
                 // for the gang.
-                E::Metrics(_) | E::Checkpoint(_) if req.rank != 0 => {}
+                E::Metrics(_) | E::Checkpoint(_) | E::Evaluated(_) if req.rank != 0 => {}
                 E::Metrics(m) => {
                     job.metrics = Some(*m);
                     self.outbox.push(Event::Metrics(id.to_string(), *m));
@@ -768,6 +776,11 @@ impl Core {
                 E::Checkpoint(c) => {
                     job.checkpoint = Some((c.step, c.url.clone()));
                     self.outbox.push(Event::Checkpoint(id.to_string(), c.clone()));
+                    self.touched(id);
+                }
+                E::Evaluated(e) => {
+                    job.evaluation = Some(e.clone());
+                    self.outbox.push(Event::Evaluation(id.to_string(), Box::new(e.clone())));
                     self.touched(id);
                 }
                 E::Finished(c) => {
@@ -1156,6 +1169,7 @@ mod tests {
         let preempted = pb::worker_event::Event::Preempted(pb::CheckpointInfo {
             step: 40,
             url: "runs/x/checkpoints/step-0000040".into(),
+            ..Default::default()
         });
         assert!(core.report(&report(&b, &id, 1, 1, preempted), now));
         let job = core.job(&id).unwrap();
@@ -1290,6 +1304,7 @@ mod tests {
         let finished = pb::worker_event::Event::Finished(pb::CheckpointInfo {
             step: 9,
             url: "x".into(),
+            ..Default::default()
         });
         let stale = report(&b, &id, 1, 1, finished);
         assert!(core.report(&stale, now));

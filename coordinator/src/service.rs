@@ -246,6 +246,7 @@ impl Coordinator {
                     Event::Job(id, job) => (id, pb::job_event::Event::Job(*job)),
                     Event::Metrics(id, m) => (id, pb::job_event::Event::Metrics(m)),
                     Event::Checkpoint(id, c) => (id, pb::job_event::Event::Checkpoint(c)),
+                    Event::Evaluation(id, e) => (id, pb::job_event::Event::Evaluation(*e)),
                 };
                 if let Some(sender) = watchers.get(&id) {
                     // No receivers is fine: the last watcher just left.
@@ -748,6 +749,7 @@ mod tests {
         let finished = pb::CheckpointInfo {
             step: 2000,
             url: "memory://o/checkpoints/step-0002000".into(),
+            ..Default::default()
         };
         c.report(Request::new(report(pb::worker_event::Event::Finished(finished))))
             .await

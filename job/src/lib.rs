@@ -103,6 +103,8 @@ pub struct ModelConfig {
 
 /// The most rows a sample grid may have (each row is one latent rendered once per class).
 pub const MAX_SAMPLE_ROWS: i64 = 256;
+/// Most images per class an evaluation generates (`train.eval_samples`).
+pub const MAX_EVAL_SAMPLES: u64 = 100_000;
 /// The largest shuffle window, in rows (about 12 GiB of 64x64 images).
 pub const MAX_SHUFFLE_WINDOW: usize = 1 << 20;
 /// The most steps a job, or an interval between its checkpoints or samples, may have.
@@ -143,6 +145,11 @@ pub struct TrainConfig {
     /// Seconds a rank waits for its peers (the rendezvous, each gradient exchange) before the
     /// gang fails.
     pub collective_timeout_s: f64,
+    /// Evaluate the generator (conditional accuracy, label swap, Fréchet distance in a
+    /// classifier's features) every this many steps and at the end; 0: never during training.
+    pub eval_every: u64,
+    /// Images generated per class for an evaluation.
+    pub eval_samples: u64,
 }
 
 /// `[output]`
@@ -208,6 +215,8 @@ impl Default for TrainConfig {
             device: DeviceSpec::Auto,
             threads: 0,
             collective_timeout_s: 60.0,
+            eval_every: 0,
+            eval_samples: 256,
         }
     }
 }
@@ -337,12 +346,19 @@ impl JobConfig {
         for (name, every) in [
             ("checkpoint_every", t.checkpoint_every),
             ("sample_every", t.sample_every),
+            ("eval_every", t.eval_every),
         ] {
             if every > MAX_STEPS {
                 p.push(format!(
                     "train.{name} is {every}, expected 0 (only at the end) to {MAX_STEPS}"
                 ));
             }
+        }
+        if !(1..=MAX_EVAL_SAMPLES).contains(&t.eval_samples) {
+            p.push(format!(
+                "train.eval_samples is {}, expected 1 to {MAX_EVAL_SAMPLES}",
+                t.eval_samples
+            ));
         }
         if t.critic_steps < 1 {
             p.push("train.critic_steps is 0, expected at least 1".to_string());
@@ -502,6 +518,8 @@ impl JobConfig {
                 device: parse_or(&mut problems, "train.device", s.device.as_deref(), t.device),
                 threads: s.threads.unwrap_or(t.threads),
                 collective_timeout_s: s.collective_timeout_s.unwrap_or(t.collective_timeout_s),
+                eval_every: s.eval_every.unwrap_or(t.eval_every),
+                eval_samples: s.eval_samples.unwrap_or(t.eval_samples),
             },
             None => t,
         };
@@ -576,6 +594,8 @@ impl From<&JobConfig> for pb::JobSpec {
                 device: Some(t.device.to_string()),
                 threads: Some(t.threads),
                 collective_timeout_s: Some(t.collective_timeout_s),
+                eval_every: Some(t.eval_every),
+                eval_samples: Some(t.eval_samples),
             }),
             output: Some(pb::OutputSpec {
                 url: c.output.url.clone(),

@@ -236,11 +236,16 @@ impl Observer for Forward {
         self.send(Event::Metrics(*line));
     }
 
-    fn checkpoint(&self, step: u64, url: &str) {
+    fn checkpoint(&self, step: u64, url: &str, write_seconds: f64) {
         self.send(Event::Checkpoint(pb::CheckpointInfo {
             step,
             url: url.to_string(),
+            write_seconds,
         }));
+    }
+
+    fn evaluated(&self, evaluation: &pb::Evaluation) {
+        self.send(Event::Evaluated(evaluation.clone()));
     }
 
     fn should_stop(&self) -> bool {
@@ -313,11 +318,13 @@ fn run_job(
         Ok(Ok(summary)) => Event::Finished(pb::CheckpointInfo {
             step: summary.steps,
             url: summary.checkpoint,
+            ..Default::default()
         }),
         Ok(Err(Error::Stopped { step })) => Event::Stopped(step),
         Ok(Err(Error::Preempted { step, checkpoint })) => Event::Preempted(pb::CheckpointInfo {
             step,
             url: checkpoint.unwrap_or_default(),
+            ..Default::default()
         }),
         Ok(Err(e)) => Event::Failed(pb::Failure {
             message: dataprep::error_chain(&e),

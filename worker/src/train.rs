@@ -64,6 +64,7 @@ fn metrics_line(step: u64, epoch: u64, losses: &StepMetrics, images_per_sec: f64
         c_gp: losses.c_gp,
         g_loss: losses.g_loss,
         images_per_sec,
+        ..MetricsLine::default()
     }
 }
 
@@ -91,8 +92,10 @@ pub trait Observer: Send + Sync {
     fn started(&self, _step: u64) {}
     /// A step completed.
     fn step(&self, _line: &MetricsLine) {}
-    /// A checkpoint was committed.
-    fn checkpoint(&self, _step: u64, _url: &str) {}
+    /// A checkpoint was committed; rank 0 took `write_seconds` to write it (0 on other ranks).
+    fn checkpoint(&self, _step: u64, _url: &str, _write_seconds: f64) {}
+    /// Rank 0 evaluated the generator.
+    fn evaluated(&self, _evaluation: &pb::Evaluation) {}
     /// Asked before every step: `true` ends the run with [`Error::Stopped`] (no checkpoint).
     fn should_stop(&self) -> bool {
         false
@@ -440,7 +443,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
                 _ => Some(checkpoint::folder_url(&output, step)),
             };
             if let Some(url) = checkpoint.as_deref().filter(|_| saved_at != Some(step)) {
-                observer.checkpoint(step, url);
+                observer.checkpoint(step, url, 0.0);
             }
             if world_size > 1 {
                 // No rank reports the end before rank 0's checkpoint is committed.
@@ -517,7 +520,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
             } else {
                 checkpoint::folder_url(&output, step)
             };
-            observer.checkpoint(step, &url);
+            observer.checkpoint(step, &url, 0.0);
             last_checkpoint = Some(url);
             saved_at = Some(step);
         }
