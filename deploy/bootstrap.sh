@@ -149,5 +149,22 @@ if ! command -v shellcheck >/dev/null; then
   fi
 fi
 
+# The dashboard's test drives a real headless browser: Debian's chromium and its WebDriver
+# (chromium-driver), through selenium (deploy/requirements.txt).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing chromium and chromium-driver (the dashboard's browser test)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || {
+      apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+    }
+  fi
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    echo "bootstrap: chromium or chromedriver is missing and cannot be installed here (that needs" \
+      "root and apt-get): as root, run 'apt-get install chromium chromium-driver'" >&2
+    exit 1
+  fi
+fi
+
 echo "bootstrap: building release binaries"
 cargo build --release --workspace --bins --quiet
