@@ -275,15 +275,19 @@ pub async fn watch(client: &mut JobClient, id: &str, out: &mut impl Write, bar: 
                 }
                 last = Some(job);
             }
-            Some(pb::job_event::Event::Metrics(m)) => match &progress {
-                Some(bar) => {
-                    bar.set_position(m.step);
-                    bar.set_message(metrics_line(&m));
+            Some(pb::job_event::Event::Metrics(m)) => {
+                match &progress {
+                    Some(bar) => {
+                        bar.set_position(m.step);
+                        bar.set_message(metrics_line(&m));
+                    }
+                    None => line(out, format!("step {}  {}", m.step, metrics_line(&m)))?,
                 }
-                None => line(out, format!("step {}  {}", m.step, metrics_line(&m)))?,
-            },
+                if let Some(e) = &m.evaluation {
+                    line(out, evaluation_line(e))?;
+                }
+            }
             Some(pb::job_event::Event::Checkpoint(c)) => line(out, format!("checkpoint step {} {}", c.step, c.url))?,
-            Some(pb::job_event::Event::Evaluation(e)) => line(out, evaluation_line(&e))?,
             None => {}
         }
     }

@@ -173,7 +173,7 @@ impl JobRecord {
                 .collect(),
             submitted_ms: self.submitted_ms,
             finished_ms: self.finished_ms,
-            metrics: self.metrics,
+            metrics: self.metrics.clone(),
             checkpoint: self.checkpoint.as_ref().map(|(step, url)| pb::CheckpointInfo {
                 step: *step,
                 url: url.clone(),
@@ -247,8 +247,6 @@ pub enum Event {
     Metrics(String, pb::StepMetrics),
     /// A checkpoint was committed (broadcast; the record is persisted through [`Event::Job`]).
     Checkpoint(String, pb::CheckpointInfo),
-    /// Rank 0 evaluated the generator (broadcast; the record keeps the latest).
-    Evaluation(String, Box<pb::Evaluation>),
 }
 
 /// The coordinator's state.
@@ -768,21 +766,24 @@ impl Core {
                 }
                 // Every rank reports the same averaged metrics and checkpoint: rank 0's speak
                 // for the gang.
-                E::Metrics(_) | E::Checkpoint(_) | E::Evaluated(_) if req.rank != 0 => {}
+                E::Metrics(_) | E::Checkpoint(_) if req.rank != 0 => {}
                 E::Metrics(m) => {
-                    job.metrics = Some(*m);
-                    self.outbox.push(Event::Metrics(id.to_string(), *m));
+                    let mut latest = m.clone();
+                    if let Some(evaluation) = latest.evaluation.take() {
+                        // Kept on the record (the latest one), which is stored again.
+                        job.evaluation = Some(evaluation);
+                        self.touched(id);
+                    }
+                    let job = self.jobs.get_mut(id).expect("known job");
+                    job.metrics = Some(latest);
+                    self.outbox.push(Event::Metrics(id.to_string(), m.clone()));
                 }
                 E::Checkpoint(c) => {
                     job.checkpoint = Some((c.step, c.url.clone()));
                     self.outbox.push(Event::Checkpoint(id.to_string(), c.clone()));
                     self.touched(id);
                 }
-                E::Evaluated(e) => {
-                    job.evaluation = Some(e.clone());
-                    self.outbox.push(Event::Evaluation(id.to_string(), Box::new(e.clone())));
-                    self.touched(id);
-                }
+
                 E::Finished(c) => {
                     job.checkpoint = Some((c.step, c.url.clone()));
                     attempt.finished_ranks.insert(req.rank);

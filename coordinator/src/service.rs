@@ -246,7 +246,6 @@ impl Coordinator {
                     Event::Job(id, job) => (id, pb::job_event::Event::Job(*job)),
                     Event::Metrics(id, m) => (id, pb::job_event::Event::Metrics(m)),
                     Event::Checkpoint(id, c) => (id, pb::job_event::Event::Checkpoint(c)),
-                    Event::Evaluation(id, e) => (id, pb::job_event::Event::Evaluation(*e)),
                 };
                 if let Some(sender) = watchers.get(&id) {
                     // No receivers is fine: the last watcher just left.

@@ -233,7 +233,7 @@ impl Observer for Forward {
 
     fn step(&self, line: &MetricsLine) {
         self.step.store(line.step, Ordering::Relaxed);
-        self.send(Event::Metrics(*line));
+        self.send(Event::Metrics(line.clone()));
     }
 
     fn checkpoint(&self, step: u64, url: &str, write_seconds: f64) {
@@ -242,10 +242,6 @@ impl Observer for Forward {
             url: url.to_string(),
             write_seconds,
         }));
-    }
-
-    fn evaluated(&self, evaluation: &pb::Evaluation) {
-        self.send(Event::Evaluated(evaluation.clone()));
     }
 
     fn should_stop(&self) -> bool {

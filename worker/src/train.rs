@@ -94,8 +94,6 @@ pub trait Observer: Send + Sync {
     fn step(&self, _line: &MetricsLine) {}
     /// A checkpoint was committed; rank 0 took `write_seconds` to write it (0 on other ranks).
     fn checkpoint(&self, _step: u64, _url: &str, _write_seconds: f64) {}
-    /// Rank 0 evaluated the generator.
-    fn evaluated(&self, _evaluation: &pb::Evaluation) {}
     /// Asked before every step: `true` ends the run with [`Error::Stopped`] (no checkpoint).
     fn should_stop(&self) -> bool {
         false
