@@ -17,6 +17,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "gantry.v1.StepMetrics",
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )
+        // Only the steps that evaluated carry the field in `metrics.jsonl`.
+        .field_attribute(
+            "gantry.v1.StepMetrics.evaluation",
+            "#[serde(skip_serializing_if = \"Option::is_none\")]",
+        )
         .message_attribute(
             "gantry.v1.Evaluation",
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",

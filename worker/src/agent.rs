@@ -41,6 +41,7 @@ use tonic::transport::Channel;
 
 use crate::Error;
 use crate::collective::GroupSpec;
+use crate::telemetry::{AssignmentLabels, WorkerMetrics};
 use crate::train::{MetricsLine, Observer, TrainOptions};
 
 /// How the agent reaches its coordinator and presents itself.
@@ -75,6 +76,8 @@ pub struct AgentOptions {
     pub allow_read: Vec<String>,
     /// See `allow_read`.
     pub allow_write: Vec<String>,
+    /// Where to serve Prometheus metrics (`GET /metrics`); None: nowhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl AgentOptions {
@@ -120,6 +123,14 @@ pub enum AgentError {
         url: String,
         /// Its answer.
         status: tonic::Status,
+    },
+    /// The metrics endpoint could not listen.
+    #[error("cannot serve metrics on {listen}: {source}")]
+    Metrics {
+        /// The address asked for.
+        listen: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
     },
 }
 
@@ -720,6 +731,8 @@ struct Agent {
     reachable: bool,
     /// Shutting down: no new work.
     leaving: bool,
+    /// What `/metrics` shows.
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl Agent {
@@ -791,6 +804,11 @@ impl Agent {
             && self.run.is_none()
             && !self.leaving
         {
+            self.metrics.run_started(AssignmentLabels {
+                job: assignment.job_id.clone(),
+                attempt: assignment.attempt.to_string(),
+                rank: assignment.rank.to_string(),
+            });
             self.run = Some(start(&assignment, &mut self.options));
         }
         Ok(())
@@ -874,10 +892,14 @@ impl Agent {
             ) {
                 run.ended = true;
             }
+            self.metrics.event(&event);
             self.pending.push(event);
             next = run.events.try_recv().ok();
         }
         if next_is_closed(run) {
+            if !run.ended {
+                self.metrics.run_lost();
+            }
             run.ended = true;
         }
     }
@@ -893,6 +915,13 @@ fn next_is_closed(run: &Run) -> bool {
 pub async fn serve(options: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let channel = gantry_proto::client::channel(&options.coordinator, options.tls_ca.as_deref())?;
     let client = WorkerServiceClient::with_interceptor(channel, options.token.clone());
+    let metrics = Arc::new(WorkerMetrics::new());
+    if let Some(listen) = options.metrics_listen {
+        let bound = crate::telemetry::serve(listen, metrics.clone())
+            .await
+            .map_err(|source| AgentError::Metrics { listen, source })?;
+        tracing::info!(address = %bound, "serving Prometheus metrics at http://{bound}/metrics");
+    }
     let mut agent = Agent {
         options,
         client,
@@ -903,6 +932,7 @@ pub async fn serve(options: AgentOptions, shutdown: impl Future<Output = ()>) ->
         next_report: tokio::time::Instant::now(),
         reachable: true,
         leaving: false,
+        metrics,
     };
     tokio::pin!(shutdown);
     tokio::select! {

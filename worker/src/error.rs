@@ -95,6 +95,12 @@ pub enum Error {
         /// The checkpoint of that step; None when no step was taken.
         checkpoint: Option<String>,
     },
+    /// Something could not be recorded in the run's TensorBoard event files.
+    #[error("TensorBoard events: {message}")]
+    Events {
+        /// What was wrong.
+        message: String,
+    },
 }
 
 /// Result with the trainer's [`Error`].

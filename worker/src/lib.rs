@@ -24,6 +24,8 @@ pub mod gan;
 pub mod model;
 pub mod parallel_check;
 pub mod samples;
+pub mod telemetry;
+pub mod tensorboard;
 pub mod train;
 
 pub use error::{Error, Result};

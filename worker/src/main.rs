@@ -170,6 +170,11 @@ enum Command {
         memory_limit: Option<u64>,
         #[command(flatten)]
         allow: AllowArgs,
+        /// Serve Prometheus metrics (step time, images/s, time in collectives, checkpoint
+        /// writes, loader wait) at http://ADDR/metrics, e.g. 0.0.0.0:9400 (port 0: a free port,
+        /// logged).
+        #[arg(long, env = "GANTRY_METRICS_LISTEN")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Run one rank of a checked exchange between processes (all-reduce, broadcast, barrier):
     /// every rank verifies its results exactly and prints JSON lines (rank 0 first prints its
@@ -530,6 +535,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             device,
             memory_limit,
             allow,
+            metrics_listen,
         } => {
             allow.parse()?;
             let token = gantry_proto::auth::Token::from_file_or_env(token_file.as_deref(), "GANTRY_WORKER_TOKEN")?;
@@ -550,6 +556,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 memory_limit,
                 allow_read: allow.allow_read,
                 allow_write: allow.allow_write,
+                metrics_listen,
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(worker::agent::serve(options, shutdown_signal()))?;

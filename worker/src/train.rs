@@ -13,11 +13,12 @@ use tokio::runtime::Handle;
 
 use crate::adam::AdamConfig;
 use crate::checkpoint::{self, TrainState};
-use crate::collective::{self, Collective, GroupSpec, Single};
+use crate::collective::{self, Collective, GroupSpec, Single, Timed};
 use crate::config::JobConfig;
 use crate::gan::{Gan, StepConfig, StepMetrics};
 use crate::model::ModelSpec;
 use crate::samples;
+use crate::tensorboard::{self, EventWriter};
 use crate::{Error, Result};
 
 /// File of the resolved config in a job output.
@@ -54,8 +55,16 @@ pub fn build_gan(config: &JobConfig, channels: i64, classes: i64, device: Device
 /// [`pb::StepMetrics`] (`step`, `epoch`, the four losses, `images_per_sec` since the (re)start).
 pub type MetricsLine = pb::StepMetrics;
 
-/// The metrics line of a step: its losses, where it is, and the throughput so far.
-fn metrics_line(step: u64, epoch: u64, losses: &StepMetrics, images_per_sec: f64) -> MetricsLine {
+/// Where a step's wall time went, seconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct StepTimes {
+    step: f64,
+    loader_wait: f64,
+    collective: f64,
+}
+
+/// The metrics line of a step: its losses, where it is, the throughput so far and its timings.
+fn metrics_line(step: u64, epoch: u64, losses: &StepMetrics, images_per_sec: f64, times: StepTimes) -> MetricsLine {
     MetricsLine {
         step,
         epoch,
@@ -64,9 +73,16 @@ fn metrics_line(step: u64, epoch: u64, losses: &StepMetrics, images_per_sec: f64
         c_gp: losses.c_gp,
         g_loss: losses.g_loss,
         images_per_sec,
-        ..MetricsLine::default()
+        step_seconds: times.step,
+        loader_wait_seconds: times.loader_wait,
+        collective_seconds: times.collective,
+        evaluation: None,
     }
 }
+
+/// How long TensorBoard records wait in memory before they are stored, at most (they are also
+/// stored with each checkpoint, sample grid and at the end).
+const EVENTS_FLUSH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How a job ended.
 #[derive(Debug, Clone)]
@@ -291,7 +307,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
     if threads > 0 {
         tch::set_num_threads(threads);
     }
-    let mut ranks: Box<dyn Collective> = match &options.group {
+    let mut ranks = Timed::new(match &options.group {
         Some(spec) => {
             let mut spec = spec.clone();
             spec.device = device;
@@ -299,7 +315,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
             collective::connect(&spec)?
         }
         None => Box::new(Single),
-    };
+    });
     let (rank, world_size) = (ranks.rank(), ranks.world_size());
     if world_size != config.job.workers as usize {
         return Err(gantry_job::JobError::Invalid {
@@ -356,7 +372,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         saved_at = Some(step);
     }
     let resumed_from = step;
-    gan.broadcast_from_rank0(ranks.as_mut())?;
+    gan.broadcast_from_rank0(&mut ranks)?;
     let observer: Arc<dyn Observer> = options.observer.clone().unwrap_or_else(|| Arc::new(Unobserved));
     // Rank 0 alone writes the job's output.
     let writer = rank == 0;
@@ -372,6 +388,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         ))?;
         runtime.block_on(output.put(CONFIG_FILE, config.to_toml().into_bytes()))?;
     }
+    let mut events = writer.then(|| EventWriter::new(&output, EVENTS_FLUSH));
 
     let loader = dataset.loader(LoaderOptions {
         split: Some(config.data.split),
@@ -429,13 +446,18 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
             tracing::info!(step, "stopped on request");
             return Err(Error::Stopped { step });
         }
-        if any_rank(ranks.as_mut(), world_size, observer.preempted(), device)? {
+        let step_started = Instant::now();
+        ranks.take_spent();
+        if any_rank(&mut ranks, world_size, observer.preempted(), device)? {
             bar.abandon();
             let checkpoint = match &last_checkpoint {
                 Some(url) if saved_at == Some(step) => Some(url.clone()),
                 _ if step == 0 => None,
                 _ if writer => {
                     runtime.block_on(output.put(METRICS_FILE, (lines.join("\n") + "\n").into_bytes()))?;
+                    if let Some(events) = events.as_mut() {
+                        runtime.block_on(events.flush())?;
+                    }
                     Some(save(&gan, step, position, metrics)?)
                 }
                 _ => Some(checkpoint::folder_url(&output, step)),
@@ -450,16 +472,18 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
             tracing::info!(step, checkpoint = ?checkpoint, "preempted: stopped after saving");
             return Err(Error::Preempted { step, checkpoint });
         }
+        let waiting = Instant::now();
         let batch = match batches.blocking_next() {
             Some(batch) => batch?,
             // The stream ends only when its runtime shuts down.
             None => return Err(dataprep::Error::Interrupted.into()),
         };
+        let loader_wait = waiting.elapsed().as_secs_f64();
         let real = images_to_tensor(&batch.pixels, batch.len as i64, size, channels, device);
         let labels = Tensor::from_slice(&batch.classes).to_device(device);
         tch::manual_seed(step_seed(config.train.seed, step + 1, rank));
         let m = catch_allocation(&format!("step {}", step + 1), || {
-            gan.step(&real, &labels, ranks.as_mut()).map(|t| Gan::read_metrics(&t))
+            gan.step(&real, &labels, &mut ranks).map(|t| Gan::read_metrics(&t))
         })??;
         step += 1;
         position = batch.next;
@@ -479,9 +503,17 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         metrics = Some(m);
         let images_per_sec = ((step - resumed_from) as f64 * (batch.len * world_size) as f64)
             / started.elapsed().as_secs_f64().max(1e-9);
-        let line = metrics_line(step, batch.epoch, &m, images_per_sec);
+        let times = StepTimes {
+            step: step_started.elapsed().as_secs_f64(),
+            loader_wait,
+            collective: ranks.take_spent().as_secs_f64(),
+        };
+        let line = metrics_line(step, batch.epoch, &m, images_per_sec, times);
         lines.push(serde_json::to_string(&line).expect("metrics serialise"));
         observer.step(&line);
+        if let Some(events) = events.as_mut() {
+            events.scalars(step, &tensorboard::step_scalars(&line));
+        }
         bar.set_position(step);
         bar.set_message(format!(
             "{images_per_sec:.1} img/s  c_loss {:.3}  c_wass {:.3}  c_gp {:.3}  g_loss {:.3}",
@@ -506,10 +538,14 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         let keep = every(config.train.checkpoint_every) || last;
         if writer && sample {
             let png = samples::label_swap_grid(&gan, &latents, &classes.names);
+            if let Some(events) = events.as_mut() {
+                events.png(step, "samples", &png)?;
+            }
             let name = format!("samples/{}.png", checkpoint::folder_name(step));
             runtime.block_on(output.put(&name, png))?;
         }
         if keep {
+            let writing = Instant::now();
             let url = if writer {
                 runtime.block_on(output.put(METRICS_FILE, (lines.join("\n") + "\n").into_bytes()))?;
                 let url = save(&gan, step, position, metrics)?;
@@ -518,9 +554,13 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
             } else {
                 checkpoint::folder_url(&output, step)
             };
-            observer.checkpoint(step, &url, 0.0);
+            let write_seconds = if writer { writing.elapsed().as_secs_f64() } else { 0.0 };
+            observer.checkpoint(step, &url, write_seconds);
             last_checkpoint = Some(url);
             saved_at = Some(step);
+        }
+        if let Some(events) = events.as_mut().filter(|e| sample || keep || e.flush_due()) {
+            runtime.block_on(events.flush())?;
         }
         if world_size > 1 && (sample || keep) {
             // The others wait here, not in the next exchange, while rank 0 writes.

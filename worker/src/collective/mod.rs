@@ -103,6 +103,58 @@ impl Collective for Single {
     }
 }
 
+/// A collective that adds up the wall time its calls take ([`take_spent`](Self::take_spent)):
+/// the time a rank spends exchanging rather than computing. With NCCL a call returns once the
+/// work is queued on the device's stream, so this counts the host's wait only.
+pub struct Timed {
+    inner: Box<dyn Collective>,
+    spent: Duration,
+}
+
+impl Timed {
+    /// Times `inner`'s calls.
+    pub fn new(inner: Box<dyn Collective>) -> Self {
+        Self {
+            inner,
+            spent: Duration::ZERO,
+        }
+    }
+
+    /// The time spent in calls since the last take.
+    pub fn take_spent(&mut self) -> Duration {
+        std::mem::take(&mut self.spent)
+    }
+
+    fn timed<T>(&mut self, f: impl FnOnce(&mut dyn Collective) -> T) -> T {
+        let started = std::time::Instant::now();
+        let out = f(self.inner.as_mut());
+        self.spent += started.elapsed();
+        out
+    }
+}
+
+impl Collective for Timed {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+
+    fn world_size(&self) -> usize {
+        self.inner.world_size()
+    }
+
+    fn all_reduce_mean(&mut self, tensors: &[&Tensor]) -> Result<()> {
+        self.timed(|c| c.all_reduce_mean(tensors))
+    }
+
+    fn broadcast(&mut self, tensors: &[&Tensor], root: usize) -> Result<()> {
+        self.timed(|c| c.broadcast(tensors, root))
+    }
+
+    fn barrier(&mut self, timeout: Duration) -> Result<()> {
+        self.timed(|c| c.barrier(timeout))
+    }
+}
+
 /// Where and how a rank joins its group.
 #[derive(Debug, Clone)]
 pub struct GroupSpec {

@@ -1,0 +1,302 @@
+//! The worker agent's Prometheus metrics (`worker serve --metrics-listen`): what its runs report
+//! (step time and where it went, throughput, checkpoint writes) and whether it is busy, served
+//! as text at `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use gantry_proto::pb;
+use gantry_proto::pb::worker_event::Event;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// The assignment a worker runs.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AssignmentLabels {
+    /// Job id.
+    pub job: String,
+    /// Attempt number.
+    pub attempt: String,
+    /// This worker's rank in the gang.
+    pub rank: String,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `finished`, `failed`, `stopped` or `preempted`.
+    pub outcome: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
+
+/// The metrics, updated from the events of the agent's runs.
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    registry: Registry,
+    busy: Gauge,
+    assignment: Family<AssignmentLabels, Gauge>,
+    step: Gauge,
+    steps: Counter,
+    step_seconds: Histogram,
+    step_seconds_total: FloatCounter,
+    loader_wait_seconds_total: FloatCounter,
+    collective_seconds_total: FloatCounter,
+    collective_share: FloatGauge,
+    images_per_second: FloatGauge,
+    checkpoint_write_seconds: Histogram,
+    runs: Family<OutcomeLabels, Counter>,
+    totals: std::sync::Mutex<RunTotals>,
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WorkerMetrics {
+    /// Metrics at zero, registered under `gantry_worker_`.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("gantry_worker");
+        let busy = Gauge::default();
+        registry.register("busy", "1 while a run of a job is in progress here", busy.clone());
+        let assignment = Family::<AssignmentLabels, Gauge>::default();
+        registry.register(
+            "assignment",
+            "1 for the job, attempt and rank this worker runs",
+            assignment.clone(),
+        );
+        let step = Gauge::default();
+        registry.register("step", "The last step the run here completed", step.clone());
+        let steps = Counter::default();
+        registry.register("steps", "Steps completed by runs here", steps.clone());
+        // 1 ms to about 65 s.
+        let step_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        registry.register_with_unit(
+            "step_duration",
+            "Wall time of a step on this rank: batch wait, critic and generator updates, collectives",
+            Unit::Seconds,
+            step_seconds.clone(),
+        );
+        let step_seconds_total = FloatCounter::default();
+        registry.register_with_unit(
+            "step_time",
+            "Wall time spent in steps",
+            Unit::Seconds,
+            step_seconds_total.clone(),
+        );
+        let loader_wait_seconds_total = FloatCounter::default();
+        registry.register_with_unit(
+            "loader_wait",
+            "Of the step time, waiting for the data loader's next batch",
+            Unit::Seconds,
+            loader_wait_seconds_total.clone(),
+        );
+        let collective_seconds_total = FloatCounter::default();
+        registry.register_with_unit(
+            "collective_time",
+            "Of the step time, in collectives (gradient all-reduces, agreement on stopping)",
+            Unit::Seconds,
+            collective_seconds_total.clone(),
+        );
+        let collective_share = FloatGauge::default();
+        registry.register(
+            "collective_share",
+            "Share of the current run's step time spent in collectives (0 to 1)",
+            collective_share.clone(),
+        );
+        let images_per_second = FloatGauge::default();
+        registry.register(
+            "images_per_second",
+            "Training throughput of the gang since its run started",
+            images_per_second.clone(),
+        );
+        // 10 ms to about 20 min.
+        let checkpoint_write_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 18));
+        registry.register_with_unit(
+            "checkpoint_write",
+            "Time rank 0 here took to write a checkpoint and the metrics file",
+            Unit::Seconds,
+            checkpoint_write_seconds.clone(),
+        );
+        let runs = Family::<OutcomeLabels, Counter>::default();
+        registry.register("runs", "Runs that ended here, by outcome", runs.clone());
+        Self {
+            registry,
+            busy,
+            assignment,
+            step,
+            steps,
+            step_seconds,
+            step_seconds_total,
+            loader_wait_seconds_total,
+            collective_seconds_total,
+            collective_share,
+            images_per_second,
+            checkpoint_write_seconds,
+            runs,
+            totals: std::sync::Mutex::default(),
+        }
+    }
+
+    /// A run of `labels` started here.
+    pub fn run_started(&self, labels: AssignmentLabels) {
+        self.assignment.clear();
+        self.assignment.get_or_create(&labels).set(1);
+        self.busy.set(1);
+        *self.totals.lock().expect("not poisoned") = RunTotals::default();
+        self.collective_share.set(0.0);
+    }
+
+    /// An event of the run here.
+    pub fn event(&self, event: &pb::WorkerEvent) {
+        match &event.event {
+            Some(Event::Metrics(m)) => {
+                self.step.set(m.step as i64);
+                self.steps.inc();
+                self.images_per_second.set(m.images_per_sec);
+                if m.step_seconds > 0.0 {
+                    self.step_seconds.observe(m.step_seconds);
+                    self.step_seconds_total.inc_by(m.step_seconds);
+                    self.loader_wait_seconds_total.inc_by(m.loader_wait_seconds);
+                    self.collective_seconds_total.inc_by(m.collective_seconds);
+                    let mut totals = self.totals.lock().expect("not poisoned");
+                    totals.step += m.step_seconds;
+                    totals.collective += m.collective_seconds;
+                    self.collective_share
+                        .set(totals.collective / totals.step.max(f64::MIN_POSITIVE));
+                }
+            }
+            Some(Event::Checkpoint(c)) if c.write_seconds > 0.0 => {
+                self.checkpoint_write_seconds.observe(c.write_seconds);
+            }
+            Some(Event::Finished(_)) => self.run_ended("finished"),
+            Some(Event::Failed(_)) => self.run_ended("failed"),
+            Some(Event::Stopped(_)) => self.run_ended("stopped"),
+            Some(Event::Preempted(_)) => self.run_ended("preempted"),
+            _ => {}
+        }
+    }
+
+    /// The run here ended without saying how (its process died).
+    pub fn run_lost(&self) {
+        if self.busy.get() == 1 {
+            self.run_ended("failed");
+        }
+    }
+
+    fn run_ended(&self, outcome: &str) {
+        self.busy.set(0);
+        self.assignment.clear();
+        self.runs
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// The metrics in Prometheus' text format (OpenMetrics).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+/// Sums over the current run, for its collective share.
+#[derive(Debug, Default, Clone, Copy)]
+struct RunTotals {
+    step: f64,
+    collective: f64,
+}
+
+/// Content type of [`WorkerMetrics::encode`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves `GET /metrics` on `listen` until the process ends; returns the bound address (port 0
+/// picks a free one).
+pub async fn serve(listen: SocketAddr, metrics: Arc<WorkerMetrics>) -> std::io::Result<SocketAddr> {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], metrics.encode()) }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics endpoint stopped");
+        }
+    });
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics_event(step: u64, step_seconds: f64, collective_seconds: f64) -> pb::WorkerEvent {
+        pb::WorkerEvent {
+            event: Some(Event::Metrics(pb::StepMetrics {
+                step,
+                step_seconds,
+                collective_seconds,
+                loader_wait_seconds: 0.01,
+                images_per_sec: 50.0,
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn a_run_s_events_show_in_the_text() {
+        let m = WorkerMetrics::new();
+        m.run_started(AssignmentLabels {
+            job: "job-000001".into(),
+            attempt: "1".into(),
+            rank: "0".into(),
+        });
+        m.event(&metrics_event(1, 0.5, 0.1));
+        m.event(&metrics_event(2, 0.5, 0.3));
+        m.event(&pb::WorkerEvent {
+            event: Some(Event::Checkpoint(pb::CheckpointInfo {
+                step: 2,
+                url: "x".into(),
+                write_seconds: 0.2,
+            })),
+        });
+        let text = m.encode();
+        assert!(text.contains("gantry_worker_busy 1"), "{text}");
+        assert!(
+            text.contains(r#"gantry_worker_assignment{job="job-000001",attempt="1",rank="0"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("gantry_worker_step 2"), "{text}");
+        assert!(text.contains("gantry_worker_step_duration_seconds_count 2"), "{text}");
+        assert!(text.contains("gantry_worker_collective_share 0.4"), "{text}");
+        assert!(
+            text.contains("gantry_worker_checkpoint_write_seconds_count 1"),
+            "{text}"
+        );
+        m.event(&pb::WorkerEvent {
+            event: Some(Event::Finished(pb::CheckpointInfo::default())),
+        });
+        let text = m.encode();
+        assert!(text.contains("gantry_worker_busy 0"), "{text}");
+        assert!(
+            text.contains(r#"gantry_worker_runs_total{outcome="finished"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("gantry_worker_assignment{"), "{text}");
+    }
+}
