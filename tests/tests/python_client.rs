@@ -12,12 +12,12 @@ use crate::cluster::*;
 use crate::util::*;
 
 /// The repository's root.
-fn root() -> &'static Path {
+pub(crate) fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
 
 /// `.venv/bin/python`, with `gantry_client` installed.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let python = root().join(".venv/bin/python");
     assert!(
         python.is_file(),
@@ -34,7 +34,7 @@ fn python() -> PathBuf {
 }
 
 /// A Python command without the caller's gantry settings, so only what the test passes counts.
-fn python_command(script: &str) -> Command {
+pub(crate) fn python_command(script: &str) -> Command {
     let mut command = Command::new(python());
     command
         .arg(root().join(script))
