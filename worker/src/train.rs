@@ -280,6 +280,8 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
     let output = Location::parse(&config.output.url)?;
     let dataset = runtime.block_on(Dataset::open(&config.data.url))?;
     let classes = config.check_dataset(&dataset)?;
+    // Rank 0 evaluates every train.eval_every steps (its classifier kept between evaluations).
+    let mut evaluation = crate::eval::InTraining::new(config, &dataset)?;
     let device = crate::device::resolve(config.train.device)?;
     let threads = match config.train.threads {
         0 if options.ranks_on_host > 1 => {
@@ -479,7 +481,11 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         metrics = Some(m);
         let images_per_sec = ((step - resumed_from) as f64 * (batch.len * world_size) as f64)
             / started.elapsed().as_secs_f64().max(1e-9);
-        let line = metrics_line(step, batch.epoch, &m, images_per_sec);
+        let mut line = metrics_line(step, batch.epoch, &m, images_per_sec);
+        let evaluate = crate::eval::due(&config.train, step);
+        if writer && evaluate {
+            line.evaluation = Some(evaluation.run(config, &dataset, &output, &gan, step, runtime)?);
+        }
         lines.push(serde_json::to_string(&line).expect("metrics serialise"));
         observer.step(&line);
         bar.set_position(step);
@@ -522,7 +528,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
             last_checkpoint = Some(url);
             saved_at = Some(step);
         }
-        if world_size > 1 && (sample || keep) {
+        if world_size > 1 && (sample || keep || evaluate) {
             // The others wait here, not in the next exchange, while rank 0 writes.
             ranks.barrier(RANK0_WORK_WAIT)?;
         }
