@@ -99,7 +99,7 @@ impl Default for ClassifierSettings {
         Self {
             batch_size: 64,
             epochs: 10,
-            max_steps: 2000,
+            max_steps: 1000,
             lr: 1e-3,
             seed: 0,
             width: 32,
