@@ -312,6 +312,20 @@ fn a_run_evaluates_every_n_steps_and_worker_eval_scores_its_checkpoint() {
     );
     println!("run of 5 steps with 3 evaluations: {train_seconds:.1}s");
 
+    // Evaluating does not change training: the same job without evaluations takes the same steps.
+    let plain_out = dir.path().join("plain");
+    let mut plain = small_job(&data, &plain_out);
+    plain.train.steps = 5;
+    train(&plain, &TrainOptions::default(), io()).unwrap();
+    let text = std::fs::read_to_string(plain_out.join("metrics.jsonl")).unwrap();
+    let plain_lines: Vec<MetricsLine> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let losses = |l: &MetricsLine| (l.step, l.c_loss, l.c_wass_loss, l.c_gp, l.g_loss);
+    assert_eq!(
+        lines.iter().map(losses).collect::<Vec<_>>(),
+        plain_lines.iter().map(losses).collect::<Vec<_>>()
+    );
+    assert!(!plain_out.join("eval").exists());
+
     // `worker eval` on the final checkpoint: loads the cached classifier, and finds what the run found.
     let checkpoint = out.join("checkpoints/step-0000005");
     let started = Instant::now();
@@ -390,4 +404,42 @@ fn a_dataset_without_held_out_images_is_refused_before_training() {
         "{message}"
     );
     assert!(!out.join("checkpoints").exists());
+}
+
+#[test]
+fn in_a_two_rank_run_rank_0_evaluates_while_the_other_waits() {
+    let _serial = exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let data = packed_celeba(dir.path(), 300, 9);
+    let out = dir.path().join("out");
+    let mut job = small_job(&data, &out);
+    job.job.workers = 2;
+    job.train.steps = 3;
+    job.train.eval_every = 2;
+    job.train.eval_samples = 8;
+    let file = dir.path().join("job.toml");
+    std::fs::write(&file, job.to_toml()).unwrap();
+    let started = Instant::now();
+    for (rank, child) in train_ranks(&file, 2).into_iter().enumerate() {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "rank {rank}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let evaluated: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<MetricsLine>(l).unwrap())
+        .filter_map(|l| l.evaluation.map(|e| e.step))
+        .collect();
+    assert_eq!(evaluated, [2, 3]);
+    for step in [2, 3] {
+        assert!(out.join(format!("eval/step-{step:07}.json")).exists());
+    }
+    println!(
+        "2 ranks, 3 steps, evaluations at 2 and 3: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 }
