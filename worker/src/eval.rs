@@ -388,6 +388,7 @@ pub struct Classifier {
     info: ClassifierInfo,
     real: Vec<Stats>,
     provenance: Provenance,
+    /// Seconds its preparation took (0 when reused from memory).
     seconds: f64,
 }
 
@@ -1123,8 +1124,12 @@ impl Report {
                 .map_or(String::new(), |ckpt| format!(", checkpoint {ckpt}"))
         );
         out += &format!(
-            "classifier: {:?}, trained on {} train images ({} steps, {:.0} s on {}), ceiling {:.3} on {} {} images\n",
-            self.classifier_provenance,
+            "classifier: {}, trained on {} train images ({} steps, {:.0} s on {}), ceiling {:.3} on {} {} images\n",
+            match self.classifier_provenance {
+                Provenance::Trained => "trained now",
+                Provenance::Cache => "from the run's cache",
+                Provenance::Memory => "kept in memory",
+            },
             c.training.train_rows,
             c.training.steps,
             c.training.seconds,
@@ -1181,8 +1186,7 @@ pub fn write_report(output: &Location, report: &Report, runtime: &Handle) -> Res
 }
 
 /// Evaluates a generator's renderings of `samples` latents per class (drawn from `seed`) and
-/// builds the report (not yet written).
-#[allow(clippy::too_many_arguments)]
+/// builds the report (not yet written); `started` is when the evaluation began.
 fn report_generator(
     classifier: &Classifier,
     gan: &Gan,
@@ -1191,7 +1195,6 @@ fn report_generator(
     step: u64,
     checkpoint: Option<String>,
     started: Instant,
-    classifier_seconds: f64,
 ) -> Result<Report> {
     let mut images = Rendered::new(gan, samples, seed);
     let figures = evaluate(classifier, &mut images)?;
@@ -1202,7 +1205,7 @@ fn report_generator(
         figures,
         samples_per_class: samples,
         seconds: started.elapsed().as_secs_f64(),
-        classifier_seconds,
+        classifier_seconds: classifier.seconds,
         classifier_provenance: classifier.provenance,
         device: crate::device::device_name(gan.device),
         classifier: classifier.info.clone(),
@@ -1260,10 +1263,10 @@ impl InTraining {
     ) -> Result<pb::Evaluation> {
         let started = Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_> {
-            let classifier_seconds = match &mut self.classifier {
+            match &mut self.classifier {
                 Some(classifier) => {
                     classifier.provenance = Provenance::Memory;
-                    0.0
+                    classifier.seconds = 0.0;
                 }
                 None => {
                     let classifier = prepare_classifier(
@@ -1275,11 +1278,9 @@ impl InTraining {
                         gan.device,
                         runtime,
                     )?;
-                    let seconds = classifier.seconds;
                     self.classifier = Some(classifier);
-                    seconds
                 }
-            };
+            }
             let classifier = self.classifier.as_ref().expect("prepared");
             report_generator(
                 classifier,
@@ -1289,7 +1290,6 @@ impl InTraining {
                 step,
                 None,
                 started,
-                classifier_seconds,
             )
         }));
         let report = match outcome {
@@ -1404,7 +1404,6 @@ pub fn evaluate_checkpoint(options: &EvalOptions, runtime: &Handle) -> Result<Ch
         ckpt.state.step,
         Some(ckpt.url.clone()),
         started,
-        classifier.seconds,
     )?;
     let url = write_report(&output, &report, runtime)?;
     log_report(&report, &url);
