@@ -6,6 +6,8 @@
 //!   [`checkpoint`]s, sample grids and metrics); [`samples`]: grids and `worker generate`.
 //! - [`agent`]: `worker serve`, which runs a coordinator's assignments with [`train`].
 //! - [`bench`]: step throughput; [`device`]: device parsing and the node check.
+//! - [`eval`]: the generator's conditional control measured by a classifier trained on the
+//!   real data (`worker eval`, and every `train.eval_every` steps of a run).
 //! - [`collective`]: the gradient exchange between data-parallel ranks (c10d);
 //!   [`parallel_check`]: its guarantees, computed by real processes for the tests.
 //! - [`collective`]: the gradient exchange between ranks (c10d's Gloo and NCCL through a C++
@@ -20,6 +22,7 @@ pub mod collective;
 pub mod config;
 pub mod device;
 mod error;
+pub mod eval;
 pub mod gan;
 pub mod model;
 pub mod parallel_check;

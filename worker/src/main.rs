@@ -93,6 +93,27 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: DeviceSpec,
     },
+    /// Evaluate a checkpoint's generator: conditional accuracy per class, the same-latent label
+    /// swap, and a Fréchet distance in the features of a classifier trained on the dataset's real
+    /// train split (cached in the run's output; not comparable with Inception FID). Writes
+    /// <output>/eval/step-NNNNNNN.json and prints a summary.
+    Eval {
+        /// A checkpoint folder (<output>/checkpoints/step-N), or a job output (its latest checkpoint).
+        #[arg(long)]
+        checkpoint: String,
+        /// Images generated per class (default: the job's train.eval_samples).
+        #[arg(long)]
+        samples: Option<u64>,
+        /// Device (auto, cpu, cuda, cuda:N).
+        #[arg(long, default_value = "auto")]
+        device: DeviceSpec,
+        /// Dataset URL (default: the job's data.url), for a dataset that has moved.
+        #[arg(long)]
+        data: Option<String>,
+        /// Print the whole report as JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Time full training steps (3 critic + 1 generator, book settings) on random data.
     Bench {
         /// Image size.
@@ -457,6 +478,28 @@ fn run(command: Command) -> anyhow::Result<()> {
                 generated.checkpoint,
                 generated.step
             );
+        }
+        Command::Eval {
+            checkpoint,
+            samples,
+            device,
+            data,
+            json,
+        } => {
+            let options = worker::eval::EvalOptions {
+                checkpoint,
+                samples,
+                device,
+                data,
+                settings: worker::eval::ClassifierSettings::default(),
+            };
+            let runtime = training_runtime()?;
+            let done = worker::eval::evaluate_checkpoint(&options, runtime.handle())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done.report)?);
+            } else {
+                print!("{}", done.report.summary(&done.url));
+            }
         }
         Command::Bench {
             image_size,

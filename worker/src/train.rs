@@ -296,6 +296,8 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
     let output = Location::parse(&config.output.url)?;
     let dataset = runtime.block_on(Dataset::open(&config.data.url))?;
     let classes = config.check_dataset(&dataset)?;
+    // Rank 0 evaluates every train.eval_every steps (its classifier kept between evaluations).
+    let mut evaluation = crate::eval::InTraining::new(config, &dataset)?;
     let device = crate::device::resolve(config.train.device)?;
     let threads = match config.train.threads {
         0 if options.ranks_on_host > 1 => {
@@ -508,7 +510,11 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
             loader_wait,
             collective: ranks.take_spent().as_secs_f64(),
         };
-        let line = metrics_line(step, batch.epoch, &m, images_per_sec, times);
+        let mut line = metrics_line(step, batch.epoch, &m, images_per_sec, times);
+        let evaluate = crate::eval::due(&config.train, step);
+        if writer && evaluate {
+            line.evaluation = Some(evaluation.run(config, &dataset, &output, &gan, step, runtime)?);
+        }
         lines.push(serde_json::to_string(&line).expect("metrics serialise"));
         observer.step(&line);
         if let Some(events) = events.as_mut() {
@@ -559,10 +565,10 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
             last_checkpoint = Some(url);
             saved_at = Some(step);
         }
-        if let Some(events) = events.as_mut().filter(|e| sample || keep || e.flush_due()) {
+        if let Some(events) = events.as_mut().filter(|e| sample || keep || evaluate || e.flush_due()) {
             runtime.block_on(events.flush())?;
         }
-        if world_size > 1 && (sample || keep) {
+        if world_size > 1 && (sample || keep || evaluate) {
             // The others wait here, not in the next exchange, while rank 0 writes.
             ranks.barrier(RANK0_WORK_WAIT)?;
         }
