@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks gantry's cluster launch files without a cluster, a container engine or Slurm.
 
-  .venv/bin/python deploy/check.py [--jobs-out DIR]
+  .venv/bin/python deploy/check.py [--jobs-out DIR] [--bin DIR]
 
 - Kubernetes (deploy/k8s): every document of every YAML file validates against the schemas of
   Kubernetes K8S_VERSION in strict mode (unknown fields fail), bundled by kubernetes-validate, so
@@ -10,9 +10,11 @@
   for agreement across files: selectors and pod labels, Service and container ports, probes,
   Secret and ConfigMap names and keys, mounted files named in flags, $(VAR) references, the
   coordinator URL the workers and clients use, NetworkPolicy selectors and ports, the job files'
-  storage against the allow-lists. Where kubectl is installed, its kustomize must render what this
-  script resolved. --jobs-out writes the job files found in ConfigMaps there, for the Rust test to
-  parse with gantry's own job parser.
+  storage against the allow-lists, Prometheus scrape annotations against container ports. Where
+  kubectl is installed, its kustomize must render what this script resolved. --jobs-out writes
+  the job files found in ConfigMaps there, for the Rust test to parse with gantry's own job
+  parser. --bin DIR (gantry's built binaries) checks every flag a manifest passes against the
+  `--help` of the subcommand it runs.
 - The Dockerfile (deploy/docker/Dockerfile, parsed with dockerfile-parse): two or more stages,
   every COPY source from the build context exists and is not excluded by .dockerignore, COPY
   --from names an earlier stage, the final stage runs as a non-root user (the manifests' uid),
@@ -51,6 +53,8 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 
 problems: list[str] = []
+# (where, command line) of every container, for --bin.
+commands_seen: list[tuple[str, list[str]]] = []
 
 
 def fail(where: str, message: str) -> None:
@@ -425,6 +429,11 @@ def check_workload(variant: Variant, doc: Doc, coordinator_urls: list[tuple[str,
                 fail(cwhere, f"--advertise port {port} is not a container port ({ports})")
             if "$(" in host and not re.fullmatch(r"\$\([A-Z_]+\)", host):
                 fail(cwhere, f"--advertise host {host} is not a plain variable")
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        scrape_port = annotations.get("prometheus.io/port")
+        if annotations.get("prometheus.io/scrape") == "true" and scrape_port is not None:
+            if not scrape_port.isdigit() or int(scrape_port) not in ports.values():
+                fail(cwhere, f"prometheus.io/port {scrape_port!r} is not a container port ({ports})")
         variant.commands.append((cwhere, doc, labels, command, container))
     for name in sorted(set(volumes) - mounted):
         fail(where, f"volume {name} is never mounted")
@@ -624,9 +633,10 @@ def check_kubernetes(jobs_out: Path | None) -> tuple[set[str], set[int]]:
     for variant in variants:
         check_variant(variant)
         check_jobs(variant, jobs_out if variant.name == "deploy/k8s/base" else None)
-        for _, doc, _, command, _ in variant.commands:
+        for cwhere, doc, _, command, _ in variant.commands:
             if command:
                 binaries.add(command[0])
+                commands_seen.append((cwhere, command))
             context = pod_template(doc)["spec"].get("securityContext") or {}
             if "runAsUser" in context:
                 uids.add(context["runAsUser"])
@@ -787,13 +797,43 @@ def check_shell() -> None:
         fail("shellcheck", "\n" + (result.stdout + result.stderr).strip())
 
 
+def help_text(binary: Path, chain: list[str]) -> str:
+    result = subprocess.run([str(binary), *chain, "--help"], capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else ""
+
+
+def check_flags(bin_dir: Path, commands: list[tuple[str, list[str]]]) -> None:
+    """Every --flag a manifest passes exists in the --help of the subcommand it runs."""
+    for where, command in commands:
+        if not command:
+            continue
+        binary = bin_dir / command[0].rsplit("/", 1)[-1]
+        if not binary.is_file():
+            fail(where, f"runs {command[0]}, which is not one of the built binaries in {bin_dir}")
+            continue
+        chain: list[str] = []
+        for word in (a for a in command[1:] if not a.startswith("-")):
+            listed = help_text(binary, chain).partition("Commands:")[2].partition("Options:")[0]
+            if not re.search(rf"^\s+{re.escape(word)}\s", listed, re.MULTILINE):
+                break
+            chain.append(word)
+        text = help_text(binary, chain)
+        for arg in command[1:]:
+            flag = arg.split("=", 1)[0]
+            if flag.startswith("--") and not re.search(rf"{re.escape(flag)}[\s=<,]", text):
+                fail(where, f"passes {flag}, which `{binary.name} {' '.join(chain)}` does not have")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs-out", type=Path, help="write the job files of the ConfigMaps here")
+    parser.add_argument("--bin", type=Path, help="gantry's built binaries: check the manifests' flags")
     args = parser.parse_args()
     if args.jobs_out is not None:
         args.jobs_out.mkdir(parents=True, exist_ok=True)
     binaries, uids = check_kubernetes(args.jobs_out)
+    if args.bin is not None:
+        check_flags(args.bin, commands_seen)
     check_dockerfile(binaries, uids)
     check_shell()
     problems[:] = list(dict.fromkeys(problems))  # a base file is checked once per variant

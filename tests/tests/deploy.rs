@@ -1,8 +1,8 @@
 //! The cluster launch files, checked without a cluster, a container engine or Slurm:
 //! `deploy/check.py` validates the Kubernetes manifests against the API schemas (strict) and
 //! against each other, the Dockerfile's stages, sources and user, and the shell scripts
-//! (`bash -n`, shellcheck); the job files of the example ConfigMaps must then be jobs gantry's own
-//! parser accepts.
+//! (`bash -n`, shellcheck), and every flag the manifests pass against the built binaries'
+//! `--help`; the job files of the example ConfigMaps must then be jobs gantry's own parser accepts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,10 +24,20 @@ fn the_launch_files_pass_deploy_check_and_their_job_files_are_valid_jobs() {
         python.display()
     );
     let jobs = tempfile::tempdir().expect("temporary folder");
+    // The release binaries beside this test's own (target/release/deps/deploy-...).
+    let exe = std::env::current_exe().expect("test executable path");
+    let binaries = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    assert!(
+        binaries.join("coordinator").is_file(),
+        "{} has no coordinator binary: build the binaries first (deploy/bootstrap.sh)",
+        binaries.display()
+    );
     let output = Command::new(&python)
         .arg(root.join("deploy/check.py"))
         .arg("--jobs-out")
         .arg(jobs.path())
+        .arg("--bin")
+        .arg(binaries)
         .current_dir(&root)
         .output()
         .expect("run deploy/check.py");
