@@ -30,7 +30,7 @@ ENV = ("GANTRY_TEST_COORDINATOR", "GANTRY_TEST_TOKEN_FILE", "GANTRY_TEST_DATA", 
 LIMIT_S = 180
 
 
-def tiny_job(data, output, steps, checkpoint_every=0, name="python"):
+def tiny_job(data, output, steps, checkpoint_every=0, name="python", eval_every=0):
     """A job that trains in seconds on one CPU thread (the end-to-end tests' size)."""
     return {
         "data": {"url": data},
@@ -43,6 +43,8 @@ def tiny_job(data, output, steps, checkpoint_every=0, name="python"):
             "sample_rows": 2,
             "device": "cpu",
             "threads": 1,
+            "eval_every": eval_every,
+            "eval_samples": 16,
         },
         "output": {"url": output},
         "job": {"name": name},
@@ -169,7 +171,9 @@ class CoordinatorTests(unittest.TestCase):
 
     def test_a_job_from_a_dict_is_watched_to_success(self):
         output = self.output("dict")
-        job = self.client.submit(tiny_job(self.data, output, steps=6, checkpoint_every=3, name="from-dict"))
+        job = self.client.submit(
+            tiny_job(self.data, output, steps=6, checkpoint_every=3, name="from-dict", eval_every=3)
+        )
         self.assertRegex(job.id, r"^job-\d+$")
         self.assertIn(g.state_name(job.state), {"QUEUED", "RUNNING"})
 
@@ -191,6 +195,16 @@ class CoordinatorTests(unittest.TestCase):
         for e in events:
             if isinstance(e, g.Step):
                 self.assertGreater(e.images_per_sec, 0)
+                self.assertGreater(e.step_seconds, 0)
+        # The steps where rank 0 evaluated carry the evaluation, with its report's URL.
+        evaluated = {e.step: e.evaluation for e in events if isinstance(e, g.Step) and e.evaluation is not None}
+        self.assertEqual(sorted(evaluated), [3, 6], events)
+        for step, evaluation in evaluated.items():
+            self.assertEqual(evaluation.step, step)
+            self.assertEqual(evaluation.url, f"{output}/eval/step-{step:07d}.json")
+            self.assertTrue(pathlib.Path(evaluation.url).is_file())
+            self.assertEqual([c.name for c in evaluation.classes], ["not Blond_Hair", "Blond_Hair"])
+            self.assertTrue(0 <= evaluation.accuracy <= 1 and 0 <= evaluation.label_swap <= 1, evaluation)
         checkpoints = [(e.step, e.url) for e in events if isinstance(e, g.Checkpoint)]
         self.assertIn((3, f"{output}/checkpoints/step-0000003"), checkpoints)
         self.assertEqual(checkpoints[-1], (6, f"{output}/checkpoints/step-0000006"))
@@ -200,6 +214,7 @@ class CoordinatorTests(unittest.TestCase):
         self.assertEqual(g.state_name(got.state), "SUCCEEDED")
         self.assertEqual(got.metrics.step, 6)
         self.assertEqual(got.checkpoint.step, 6)
+        self.assertEqual(got.evaluation.step, 6, "the record keeps the latest evaluation")
         self.assertEqual(len(got.attempts), 1)
         spec = g.spec_to_dict(got.spec)
         self.assertEqual(spec["job"]["name"], "from-dict")

@@ -2,7 +2,8 @@
 
 - :class:`JobUpdate`: the job's record changed (its state, reason or attempts); the first event
   of every watch is one, with the job as it is.
-- :class:`Step`: a training step completed, with its losses.
+- :class:`Step`: a training step completed, with its losses, timings and (on the steps where the
+  job evaluated its generator, ``train.eval_every``) the evaluation.
 - :class:`Checkpoint`: a checkpoint was committed to storage.
 - :class:`End`: the job reached a final state; always the last event.
 """
@@ -62,11 +63,29 @@ class Step:
     c_gp: float
     g_loss: float
     images_per_sec: float
+    step_seconds: float = 0.0
+    loader_wait_seconds: float = 0.0
+    collective_seconds: float = 0.0
+    #: :class:`pb.Evaluation` (accuracy, classifier_accuracy, label_swap, frechet, per-class
+    #: ``classes``, ``url`` of the report) on evaluated steps, else ``None``.
+    evaluation: Optional[pb.Evaluation] = field(default=None, repr=False)
 
     @classmethod
     def from_pb(cls, m: pb.StepMetrics) -> "Step":
         """From the message."""
-        return cls(m.step, m.epoch, m.c_loss, m.c_wass_loss, m.c_gp, m.g_loss, m.images_per_sec)
+        return cls(
+            m.step,
+            m.epoch,
+            m.c_loss,
+            m.c_wass_loss,
+            m.c_gp,
+            m.g_loss,
+            m.images_per_sec,
+            m.step_seconds,
+            m.loader_wait_seconds,
+            m.collective_seconds,
+            m.evaluation if m.HasField("evaluation") else None,
+        )
 
 
 @dataclass(frozen=True)
