@@ -9,6 +9,7 @@ mod demo;
 mod jobs;
 mod layout;
 mod linkage;
+mod observability;
 mod python_client;
 mod storage;
 mod worker_cli;
