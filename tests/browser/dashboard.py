@@ -59,7 +59,11 @@ def browser():
                 "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1"):
         options.add_argument(arg)
     # chromedriver from Debian: selenium's manager would download one.
-    return webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
+    driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
+    # The page itself 1280x900 (the window's size counts its frame).
+    width, height = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+    driver.set_window_size(1280 + (1280 - width), 900 + (900 - height))
+    return driver
 
 
 def text(driver, css):

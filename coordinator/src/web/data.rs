@@ -73,14 +73,16 @@ impl History {
 /// Parsed `metrics.jsonl` files, by output URL, with the version (e-tag, size) they were read at.
 #[derive(Debug, Default)]
 pub struct MetricsFiles {
-    entries: Mutex<HashMap<String, (FileVersion, Arc<Vec<pb::StepMetrics>>)>>,
+    entries: Mutex<HashMap<String, (FileVersion, Steps)>>,
 }
 
 type FileVersion = (Option<String>, u64);
+/// The steps of a metrics file, shared with the requests that read it.
+type Steps = Arc<Vec<pb::StepMetrics>>;
 
 impl MetricsFiles {
     /// The steps in `<output>/metrics.jsonl` (none when it does not exist yet).
-    pub async fn read(&self, output: &str) -> dataprep::Result<Arc<Vec<pb::StepMetrics>>> {
+    pub async fn read(&self, output: &str) -> dataprep::Result<Steps> {
         let location = dataprep::Location::parse(output)?;
         let path = location.path(METRICS_FILE);
         let version = match location.store().head(&path).await {
@@ -112,7 +114,7 @@ impl MetricsFiles {
         Ok(steps)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, (FileVersion, Arc<Vec<pb::StepMetrics>>)>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, (FileVersion, Steps)>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
