@@ -24,6 +24,7 @@ import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -78,12 +79,16 @@ def attr(driver, css, name):
 
 def wait(driver, what, condition, limit=LIMIT):
     """Waits until condition(driver) is truthy; fails naming `what` and the page's state."""
+    # An element read while the page navigates (a form posted) may go stale: asked again.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
     try:
-        value = WebDriverWait(driver, limit, poll_frequency=0.1).until(lambda d: condition(d))
-    except Exception:
+        value = WebDriverWait(driver, limit, poll_frequency=0.1, ignored_exceptions=ignored).until(
+            lambda d: condition(d))
+    except Exception as e:
         state = text(driver, "#job-state"), attr(driver, "#job-step", "data-step"), text(driver, "#job-reason")
         driver.save_screenshot(SCREENSHOT + ".failed.png")
-        raise SystemExit(f"timed out after {limit} s waiting for: {what}\n  url {driver.current_url}\n"
+        raise SystemExit(f"gave up after {limit} s waiting for: {what} ({type(e).__name__}: {e})\n"
+                         f"  url {driver.current_url}\n"
                          f"  job view (state, step, reason) {state}\n  screenshot {SCREENSHOT}.failed.png")
     say(what)
     return value

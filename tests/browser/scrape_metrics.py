@@ -3,7 +3,7 @@
 client's parsers, and prints what it found as JSON for the Rust test to check
 (tests/tests/observability.rs):
 
-  scrape_metrics.py URL [--token-file FILE]
+  scrape_metrics.py URL [--token-file FILE] [--ca CERT.pem]
 
 Both formats are parsed: the Prometheus text format (the default answer,
 `prometheus_client.parser`) and OpenMetrics (asked for with Accept, the strict
@@ -16,6 +16,7 @@ Output: {"status_without_token": 401, "scrape_seconds": ...,
 
 import argparse
 import json
+import ssl
 import sys
 import time
 import urllib.error
@@ -25,10 +26,13 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 
+CONTEXT = None
+
+
 def get(url, headers):
     request = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=CONTEXT) as response:
             return response.status, response.headers.get("Content-Type", ""), response.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.headers.get("Content-Type", ""), e.read().decode()
@@ -38,7 +42,11 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
     parser.add_argument("--token-file")
+    parser.add_argument("--ca", help="CA certificate (PEM) of an https:// endpoint")
     args = parser.parse_args()
+    global CONTEXT
+    if args.ca:
+        CONTEXT = ssl.create_default_context(cafile=args.ca)
     headers = {}
     if args.token_file:
         headers["Authorization"] = "Bearer " + open(args.token_file).read().strip()

@@ -51,16 +51,18 @@ struct Observed {
 /// `coordinator serve` with `--http-listen 127.0.0.1:0`: reads the gRPC address and the
 /// dashboard's URL from its first two lines.
 fn observed_coordinator(scratch: &Scratch) -> Observed {
+    observed_coordinator_with(scratch, &[])
+}
+
+/// [`observed_coordinator`] with more flags.
+fn observed_coordinator_with(scratch: &Scratch, extra: &[&str]) -> Observed {
     let log = std::fs::File::create(scratch.path("coordinator.log")).unwrap();
-    let mut child = serve_command(
-        scratch,
-        scratch.path("state").to_str().unwrap(),
-        "127.0.0.1:0",
-        &["--http-listen", "127.0.0.1:0"],
-    )
-    .stderr(log)
-    .spawn()
-    .unwrap();
+    let mut args = vec!["--http-listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut child = serve_command(scratch, scratch.path("state").to_str().unwrap(), "127.0.0.1:0", &args)
+        .stderr(log)
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut next = |prefix: &str| {
         let line = lines.next().and_then(Result::ok).unwrap_or_default();
@@ -141,10 +143,18 @@ impl Scrape {
 /// and parses it with the Prometheus Python client. The worker's `/metrics` goes through here
 /// too once it serves one.
 pub(crate) fn scrape(url: &str, token_file: Option<&Path>) -> Scrape {
+    scrape_with(url, token_file, None)
+}
+
+/// [`scrape`] of an `https://` endpoint whose certificate `ca` signed.
+pub(crate) fn scrape_with(url: &str, token_file: Option<&Path>, ca: Option<&Path>) -> Scrape {
     let mut command = Command::new(python());
     command.arg(root().join("tests/browser/scrape_metrics.py")).arg(url);
     if let Some(file) = token_file {
         command.arg("--token-file").arg(file);
+    }
+    if let Some(ca) = ca {
+        command.arg("--ca").arg(ca);
     }
     let out = run_with(&mut command);
     let (stdout, stderr) = text(&out);
@@ -258,6 +268,48 @@ fn the_coordinator_serves_prometheus_metrics_during_a_real_job() {
         assert_eq!(after.value("gantry_workers_busy", &[]), Some(0.0));
         let cancels = [("grpc_method", "CancelJob"), ("grpc_code", "OK")];
         assert_eq!(after.value("gantry_grpc_server_handled_total", &cancels), Some(1.0));
+    });
+}
+
+#[test]
+fn under_tls_the_http_listener_speaks_https_with_the_same_certificate() {
+    serial(async {
+        let scratch = Scratch::new();
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        std::fs::write(scratch.path("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(scratch.path("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+        let coord = observed_coordinator_with(
+            &scratch,
+            &[
+                "--tls-cert",
+                scratch.path("cert.pem").to_str().unwrap(),
+                "--tls-key",
+                scratch.path("key.pem").to_str().unwrap(),
+            ],
+        );
+        assert!(coord.url.starts_with("https://127.0.0.1:"), "{}", coord.url);
+        let scraped = scrape_with(
+            &format!("{}metrics", coord.url),
+            Some(&scratch.path("job.token")),
+            Some(&scratch.path("cert.pem")),
+        );
+        assert_eq!(scraped.status_without_token, 401);
+        assert_eq!(scraped.value("gantry_workers_registered", &[]), Some(0.0));
+        // The login's cookie is for HTTPS only.
+        let login = format!(
+            "import ssl, urllib.request, urllib.error\n\
+             ctx = ssl.create_default_context(cafile='{ca}')\n\
+             class Stay(urllib.request.HTTPRedirectHandler):\n    def redirect_request(self, *a): return None\n\
+             opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), Stay)\n\
+             try: opener.open('{url}login', data=('token=' + open('{token}').read().strip()).encode())\n\
+             except urllib.error.HTTPError as e: print(e.code, e.headers['Set-Cookie'])\n",
+            ca = scratch.path("cert.pem").display(),
+            url = coord.url,
+            token = scratch.path("job.token").display(),
+        );
+        let answer = ok(run_with(Command::new(python()).args(["-c", &login])));
+        assert!(answer.starts_with("303 gantry_session="), "{answer}");
+        assert!(answer.contains("; Secure"), "{answer}");
     });
 }
 

@@ -154,6 +154,13 @@ function renderJobHead() {
   renderAttempts(job);
 }
 
+function attemptEnd(job, a) {
+  if (a.preempted) return `preempted: ${a.reason}`;
+  if (a.reason) return a.reason;
+  const last = a.number === job.attempts.length;
+  return a.ended_ms && last ? job.state.toLowerCase() : '';
+}
+
 function renderAttempts(job) {
   const rows = job.attempts.slice().reverse().map((a) => el('tr', { dataset: { attempt: a.number } },
     el('td', { text: a.number }),
@@ -161,7 +168,7 @@ function renderAttempts(job) {
     el('td', { text: a.ended_ms ? when(a.ended_ms) : 'running' }),
     el('td', { text: a.resumed_from ? `step ${a.resumed_from}` : '' }),
     el('td', { text: a.workers.join(', ') }),
-    el('td', { class: 'why', text: a.preempted ? `preempted: ${a.reason}` : a.reason })));
+    el('td', { class: 'why', text: attemptEnd(job, a) })));
   $('#attempts tbody').replaceChildren(...rows);
 }
 
