@@ -203,6 +203,12 @@ pub fn summary(record: &JobRecord, view: &pb::Job) -> Value {
         "losses": metrics.map(|m| json!({
             "c_loss": m.c_loss, "c_wass_loss": m.c_wass_loss, "c_gp": m.c_gp, "g_loss": m.g_loss,
         })),
+        // Where a step's time goes (0 from workers that do not measure it).
+        "timing": metrics.filter(|m| m.step_seconds > 0.0).map(|m| json!({
+            "step_seconds": m.step_seconds,
+            "loader_wait_seconds": m.loader_wait_seconds,
+            "collective_seconds": m.collective_seconds,
+        })),
         "workers": record.config.job.workers,
         "device": record.config.train.device.to_string(),
         "batch_size": record.config.train.batch_size,

@@ -147,6 +147,10 @@ function renderJobHead() {
   $('#job-bar').style.width = `${job.steps ? Math.min(100, (100 * job.step) / job.steps) : 0}%`;
   $('#job-speed').textContent = job.images_per_sec ? `${number(job.images_per_sec, 4)} images/s` : '';
   $('#job-eta').textContent = job.state === 'RUNNING' && job.eta_seconds ? `ETA ${duration(job.eta_seconds)}` : '';
+  const t = job.timing;
+  $('#job-timing').textContent = t
+    ? `${number(t.step_seconds * 1e3, 3)} ms/step (loader ${number(t.loader_wait_seconds * 1e3, 2)} ms, collectives ${number(t.collective_seconds * 1e3, 2)} ms)`
+    : '';
   $('#job-reason').textContent = job.reason;
   $('#job-output').textContent = job.output;
   $('#job-data').textContent = job.data;
