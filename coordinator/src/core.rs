@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use gantry_job::JobConfig;
 use gantry_proto::pb;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -249,6 +251,75 @@ pub enum Event {
     Checkpoint(String, pb::CheckpointInfo),
 }
 
+/// Bucket bounds of the queue wait, seconds (a second to a day).
+const QUEUE_WAIT_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0,
+];
+
+/// What the core counts since it started, for `/metrics`: handles on shared atomics that the
+/// service registers once; the core only adds to them.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    /// Workers dropped from the pool for missing their heartbeats.
+    pub workers_lost: Counter,
+    /// Gangs that failed and went back to the queue to restart from a checkpoint.
+    pub restarts: Counter,
+    /// Gangs stopped because a worker was shutting down (re-queued without using a restart).
+    pub preemptions: Counter,
+    /// Seconds from submission to a job's first assignment.
+    pub queue_wait: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            workers_lost: Counter::default(),
+            restarts: Counter::default(),
+            preemptions: Counter::default(),
+            queue_wait: Histogram::new(QUEUE_WAIT_BUCKETS.iter().copied()),
+        }
+    }
+}
+
+/// The pool and the queue counted now (for `/metrics`, read at scrape time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Census {
+    /// Jobs in each state.
+    pub jobs: Vec<(State, u64)>,
+    /// Seconds the longest-waiting queued job has waited (since submission, or since its last
+    /// attempt ended); 0 with an empty queue.
+    pub oldest_wait_seconds: f64,
+    /// Workers in the pool.
+    pub workers: u64,
+    /// Workers holding a rank of a running job.
+    pub busy: u64,
+}
+
+/// A worker of the pool, as the dashboard shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerInfo {
+    /// Its id.
+    pub id: String,
+    /// Address its peers dial.
+    pub address: String,
+    /// `cpu`, `cuda:0`.
+    pub device: String,
+    /// Host name.
+    pub hostname: String,
+    /// Memory a rank may use there, bytes; 0: unknown.
+    pub memory_bytes: u64,
+    /// The job it runs a rank of.
+    pub job_id: Option<String>,
+    /// That job's attempt.
+    pub attempt: Option<u32>,
+    /// Its rank there.
+    pub rank: Option<u32>,
+    /// Its run ended but it has not said it runs nothing yet.
+    pub draining: bool,
+    /// Seconds since it was last heard from.
+    pub silent_seconds: f64,
+}
+
 /// The coordinator's state.
 #[derive(Debug)]
 pub struct Core {
@@ -273,6 +344,8 @@ pub struct Core {
     generation: u64,
     /// The outputs of the jobs that have not ended (canonical URL -> job id): one job per output.
     outputs: HashMap<String, String>,
+    /// Counted for `/metrics`.
+    counters: Counters,
 }
 
 /// An output URL in the form the one-job-per-output check compares.
@@ -323,6 +396,7 @@ impl Core {
             blocked_head: None,
             generation: 0,
             outputs,
+            counters: Counters::default(),
         };
         core.schedule();
         core
@@ -595,6 +669,7 @@ impl Core {
             self.finish(id, State::Failed, format!("{cause} (gave up after {max} restarts)"));
         } else {
             tracing::warn!(job_id = %id, %cause, attempts, "gang failed; job re-queued");
+            self.counters.restarts.inc();
             let job = self.jobs.get_mut(id).expect("known job");
             job.state = State::Queued;
             job.reason = format!("restarting from the latest checkpoint (restart {attempts} of {max}) after: {cause}");
@@ -612,6 +687,7 @@ impl Core {
         let attempt = job.attempts.last_mut().expect("a preempted job has an attempt");
         attempt.preempted = true;
         tracing::info!(job_id = %id, %cause, "gang preempted; job re-queued");
+        self.counters.preemptions.inc();
         job.state = State::Queued;
         job.reason = format!("re-queued after {cause}; resumes from its latest checkpoint");
         self.touched(id);
@@ -842,6 +918,7 @@ impl Core {
             let worker = self.workers.remove(&id).expect("known worker");
             tracing::warn!(worker_id = %id, hostname = %worker.hostname, device = %worker.device, silent_s = silent.as_secs_f64(), "worker lost");
             self.lost.insert(id, silent);
+            self.counters.workers_lost.inc();
         }
         let running: Vec<(String, Vec<String>)> = self
             .jobs
@@ -866,6 +943,69 @@ impl Core {
             self.fail_gang(&job_id, cause, true);
         }
         self.schedule();
+    }
+
+    /// What the core counts (handles to register with a metrics registry).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Jobs by state, the queue's oldest wait and the pool, counted now (`now_ms`: Unix ms).
+    pub fn census(&self, now_ms: i64) -> Census {
+        let states = [
+            State::Queued,
+            State::Running,
+            State::Succeeded,
+            State::Failed,
+            State::Cancelled,
+        ];
+        let mut jobs: Vec<(State, u64)> = states.iter().map(|s| (*s, 0)).collect();
+        let mut oldest = None::<i64>;
+        for job in self.jobs.values() {
+            if let Some(entry) = jobs.iter_mut().find(|(s, _)| *s == job.state) {
+                entry.1 += 1;
+            }
+            if job.state == State::Queued {
+                let since = job
+                    .attempts
+                    .last()
+                    .map_or(job.submitted_ms, |a| a.ended_ms.max(job.submitted_ms));
+                oldest = Some(oldest.map_or(since, |o| o.min(since)));
+            }
+        }
+        Census {
+            jobs,
+            oldest_wait_seconds: oldest.map_or(0.0, |since| (now_ms - since).max(0) as f64 / 1000.0),
+            workers: self.workers.len() as u64,
+            busy: self.workers.values().filter(|w| w.slot.is_some()).count() as u64,
+        }
+    }
+
+    /// The pool, in registration order.
+    pub fn workers(&self, now: Instant) -> Vec<WorkerInfo> {
+        let mut workers: Vec<(u64, WorkerInfo)> = self
+            .workers
+            .iter()
+            .map(|(id, w)| {
+                (
+                    w.order,
+                    WorkerInfo {
+                        id: id.clone(),
+                        address: w.address.clone(),
+                        device: w.device.clone(),
+                        hostname: w.hostname.clone(),
+                        memory_bytes: w.memory_bytes,
+                        job_id: w.slot.as_ref().map(|s| s.job_id.clone()),
+                        attempt: w.slot.as_ref().map(|s| s.attempt),
+                        rank: w.slot.as_ref().map(|s| s.rank),
+                        draining: w.draining,
+                        silent_seconds: now.saturating_duration_since(w.last_seen).as_secs_f64(),
+                    },
+                )
+            })
+            .collect();
+        workers.sort_by_key(|(order, _)| *order);
+        workers.into_iter().map(|(_, w)| w).collect()
     }
 
     /// The most memory a registered worker offers a rank, if any worker said.
@@ -948,12 +1088,17 @@ impl Core {
         let peers: Vec<String> = gang.iter().map(|w| self.workers[w].address.clone()).collect();
         let job = self.jobs.get_mut(id).expect("known job");
         let number = job.attempts.len() as u32 + 1;
+        let started_ms = now_ms();
+        if number == 1 {
+            let waited = (started_ms - job.submitted_ms).max(0) as f64 / 1000.0;
+            self.counters.queue_wait.observe(waited);
+        }
         job.attempts.push(AttemptRecord {
             number,
             workers: gang.clone(),
             peers,
             secret: random_hex(32),
-            started_ms: now_ms(),
+            started_ms,
             ended_ms: 0,
             resumed_from: 0,
             finished_ranks: BTreeSet::new(),
@@ -1156,6 +1301,43 @@ mod tests {
         assert!(job.reason.contains("missed heartbeats for 4.0 s"), "{}", job.reason);
         assert!(job.reason.contains("gave up after 1 restarts"), "{}", job.reason);
         assert!(core.workers.is_empty());
+        // Counted for /metrics: both workers lost, one restart, one first assignment.
+        assert_eq!(core.counters().workers_lost.get(), 2);
+        assert_eq!(core.counters().restarts.get(), 1);
+        assert_eq!(core.counters().preemptions.get(), 0);
+    }
+
+    #[test]
+    fn the_census_counts_jobs_by_state_the_queue_and_the_pool() {
+        let (mut core, now) = core();
+        let running = core.submit(config(1, 0)).id;
+        let queued = core.submit(config(1, 0)).id;
+        core.submit(config(1, 0));
+        core.cancel(&queued, "").unwrap();
+        let w = join(&mut core, "a", now);
+        join(&mut core, "b", now);
+        let census = core.census(now_ms());
+        let count = |state| census.jobs.iter().find(|(s, _)| *s == state).unwrap().1;
+        assert_eq!(count(State::Running), 2);
+        assert_eq!(count(State::Cancelled), 1);
+        assert_eq!(count(State::Queued), 0);
+        assert_eq!((census.workers, census.busy), (2, 2));
+        assert_eq!(census.oldest_wait_seconds, 0.0);
+        // Two first assignments observed.
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("wait", "", core.counters().queue_wait.clone());
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("wait_count 2"), "{text}");
+        // A queued job's age: from its submission.
+        let waiting = core.submit(config(1, 0)).id;
+        core.jobs.get_mut(&waiting).unwrap().submitted_ms -= 5_000;
+        assert!(core.census(now_ms()).oldest_wait_seconds >= 5.0);
+        let workers = core.workers(now);
+        assert_eq!(workers.len(), 2);
+        assert_eq!(workers[0].id, w);
+        assert_eq!(workers[0].job_id.as_deref(), Some(running.as_str()));
+        assert_eq!(workers[0].rank, Some(0));
     }
 
     #[test]
@@ -1181,6 +1363,8 @@ mod tests {
             job.attempts[0].reason
         );
         assert!(job.attempts[0].preempted);
+        assert_eq!(core.counters().preemptions.get(), 1);
+        assert_eq!(core.counters().restarts.get(), 0);
         assert_eq!(
             job.checkpoint,
             Some((40, "runs/x/checkpoints/step-0000040".to_string()))

@@ -94,6 +94,9 @@ pub enum Error {
     /// The reflection service could not be built.
     #[error("building the gRPC reflection service failed")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The HTTP server (dashboard, `/metrics`) could not start or failed.
+    #[error("the HTTP server: {0}")]
+    Http(String),
 }
 
 /// Result with the coordinator's [`Error`].
@@ -110,7 +113,7 @@ impl Error {
             Error::Store(_) | Error::Fenced { .. } | Error::LeaseHeld { .. } | Error::LeaseLost { .. } => {
                 Code::Unavailable
             }
-            Error::Record { .. } | Error::Server(_) | Error::Reflection(_) => Code::Internal,
+            Error::Record { .. } | Error::Server(_) | Error::Reflection(_) | Error::Http(_) => Code::Internal,
         }
     }
 }

@@ -7,6 +7,8 @@
 //!   written outside the core's lock, in version order. [`lease`]: one writer per state prefix.
 //! - [`service`]: the gRPC job and worker services over the core; [`server`]: `serve`, with
 //!   bearer tokens, health, reflection and TLS.
+//! - [`metrics`]: Prometheus metrics (read from the core at scrape time, and a layer counting
+//!   gRPC calls); [`web`]: the HTTP listener for `/metrics` and the live dashboard.
 //! - [`cli`]: the client commands (`submit`, `status`, `list`, `cancel`, `watch`).
 //! - [`bench`]: `coordinator bench`, a load generator: simulated workers and jobs over gRPC
 //!   against a real coordinator, with latencies, false losses, writes and restart time.
@@ -16,8 +18,10 @@ pub mod cli;
 pub mod core;
 mod error;
 pub mod lease;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod web;
 
 pub use error::{Error, Result};

@@ -44,6 +44,16 @@ enum Command {
         /// Address to listen on (port 0: any free port; the bound address is printed).
         #[arg(long, default_value = "0.0.0.0:50051")]
         listen: SocketAddr,
+        /// Address of the HTTP listener: the dashboard (log in with the job API token) and
+        /// Prometheus `/metrics` (bearer token); HTTPS with --tls-cert. Port 0: any free port
+        /// (the URL is printed). Default: none.
+        #[arg(long, env = "GANTRY_HTTP_LISTEN")]
+        http_listen: Option<SocketAddr>,
+        /// Address of a plain-HTTP listener serving only Prometheus `/metrics`, without a token
+        /// (aggregates only, no job names), for scrapers on a network of their own, e.g.
+        /// 0.0.0.0:9400. Port 0: any free port (the URL is printed). Default: none.
+        #[arg(long, env = "GANTRY_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
         /// Job store URL (a path, file://, s3://, gs://, az://); a restart with the same URL
         /// recovers the queue and the running jobs.
         #[arg(long)]
@@ -201,6 +211,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve {
             listen,
+            http_listen,
+            metrics_listen,
             state,
             token_file,
             worker_token_file,
@@ -234,6 +246,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("--listen {listen}"))?;
             let bound = listener.local_addr()?;
+            let http = match http_listen {
+                Some(address) => Some(
+                    tokio::net::TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("--http-listen {address}"))?,
+                ),
+                None => None,
+            };
+            let metrics_only = match metrics_listen {
+                Some(address) => Some(
+                    tokio::net::TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("--metrics-listen {address}"))?,
+                ),
+                None => None,
+            };
+            let metrics_url = match &metrics_only {
+                Some(listener) => Some(format!("http://{}/metrics", listener.local_addr()?)),
+                None => None,
+            };
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let dashboard = match &http {
+                Some(http) => Some(format!("{scheme}://{}/", http.local_addr()?)),
+                None => None,
+            };
             anyhow::ensure!(
                 lease_ttl.is_finite() && lease_ttl >= 0.5,
                 "--lease-ttl is {lease_ttl}, expected at least 0.5 seconds"
@@ -267,11 +304,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 tracing::info!("shutting down");
             };
-            let serving = coordinator::server::serve(options, listener, shutdown);
+            let listeners = coordinator::server::HttpListeners {
+                dashboard: http,
+                metrics: metrics_only,
+            };
+            let serving = coordinator::server::serve_with_http(options, listener, listeners, shutdown);
             tracing::info!(address = %bound, "listening");
+            // One write, so that a reader of the first line gets the second with it.
+            let mut lines = format!("listening on {bound}\n");
+            if let Some(url) = &dashboard {
+                tracing::info!(%url, metrics = %format!("{url}metrics"), "dashboard listening");
+                lines.push_str(&format!("dashboard on {url}\n"));
+            }
+            if let Some(url) = &metrics_url {
+                tracing::info!(%url, "metrics listening");
+                lines.push_str(&format!("metrics on {url}\n"));
+            }
             {
                 use std::io::Write;
-                writeln!(out, "listening on {bound}")?;
+                out.write_all(lines.as_bytes())?;
                 out.flush()?;
             }
             serving.await?;

@@ -1,5 +1,6 @@
 //! `coordinator serve`: the job and worker services (each behind its own bearer token), gRPC
-//! health checking and reflection, optional TLS, and the ticker that finds lost workers.
+//! health checking and reflection, optional TLS, the ticker that finds lost workers, and the
+//! HTTP listener (`/metrics`, the dashboard) beside them.
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,8 +12,11 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+use std::sync::Arc;
+
 use crate::core::Timing;
 use crate::lease::{Lease, LeaseOptions};
+use crate::metrics::{Metrics, RpcMetrics, RpcMetricsLayer};
 use crate::service::Coordinator;
 use crate::store::JobStore;
 use crate::{Error, Result};
@@ -44,6 +48,26 @@ pub struct ServeOptions {
 /// Serves on `listener` until `shutdown` resolves (then releases the state's lease), or until
 /// another coordinator takes the lease (an error).
 pub async fn serve(options: ServeOptions, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+    serve_with_http(options, listener, HttpListeners::default(), shutdown).await
+}
+
+/// The coordinator's HTTP listeners besides gRPC.
+#[derive(Debug, Default)]
+pub struct HttpListeners {
+    /// The dashboard and `/metrics` behind the job API token (HTTPS under TLS).
+    pub dashboard: Option<TcpListener>,
+    /// Plain HTTP with `/metrics` only, without a token.
+    pub metrics: Option<TcpListener>,
+}
+
+/// [`serve`], with the HTTP listeners (`/metrics` and the dashboard, HTTPS under TLS; `/metrics`
+/// alone) when given.
+pub async fn serve_with_http(
+    options: ServeOptions,
+    listener: TcpListener,
+    http: HttpListeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let lease = match options.held.clone() {
         Some(lease) => lease,
         None => {
@@ -113,10 +137,33 @@ pub async fn serve(options: ServeOptions, listener: TcpListener, shutdown: impl 
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    let rpc = RpcMetrics::default();
+    let metrics = Arc::new(Metrics::new(&coordinator, &rpc));
+    let metrics_only = http
+        .metrics
+        .map(|listener| tokio::spawn(crate::web::serve_metrics(metrics.clone(), listener)));
+    let web = match http.dashboard {
+        Some(http) => {
+            let tls = match &options.tls {
+                Some((cert, key)) => Some(crate::web::tls::server_config(cert, key)?),
+                None => None,
+            };
+            let web = crate::web::Web::new(
+                coordinator.clone(),
+                metrics,
+                Some(options.job_token.clone()),
+                tls.is_some(),
+            );
+            Some(tokio::spawn(crate::web::serve(web, http, tls, std::future::pending())))
+        }
+        None => None,
+    };
+
     let mut builder = Server::builder();
     if let Some((cert, key)) = &options.tls {
         builder = builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
     }
+    let mut builder = builder.layer(RpcMetricsLayer(rpc));
     let jobs = JobServiceServer::with_interceptor(coordinator.clone(), RequireToken(options.job_token));
     let workers = WorkerServiceServer::with_interceptor(coordinator, RequireToken(options.worker_token));
     let serving = builder
@@ -131,6 +178,13 @@ pub async fn serve(options: ServeOptions, listener: TcpListener, shutdown: impl 
     };
     ticker.abort();
     writes.abort();
+    // Its event streams never end by themselves: it stops with the gRPC server.
+    if let Some(web) = web {
+        web.abort();
+    }
+    if let Some(metrics_only) = metrics_only {
+        metrics_only.abort();
+    }
     if result.is_ok()
         && let Err(e) = lease.release().await
     {

@@ -42,7 +42,21 @@ struct Inner {
     generation: watch::Sender<u64>,
     access: Access,
     datasets: DatasetCache,
+    /// Every job's events once stored, for followers of all jobs (the dashboard).
+    feed: broadcast::Sender<Arc<FeedEvent>>,
 }
+
+/// One event of any job, as published to [`Coordinator::feed`].
+#[derive(Debug, Clone)]
+pub struct FeedEvent {
+    /// The job.
+    pub job_id: String,
+    /// What happened: a new state of its record, a step, a checkpoint.
+    pub event: pb::job_event::Event,
+}
+
+/// Events buffered for each follower of the feed; one further behind is told it lagged.
+const FEED_BUFFER: usize = 1024;
 
 /// Datasets opened at submission, by URL, each with the version of its manifest (e-tag, time
 /// and size): a job on a known dataset costs one `HEAD` of the manifest, not a read.
@@ -169,6 +183,7 @@ impl Coordinator {
                 generation,
                 access,
                 datasets: DatasetCache::default(),
+                feed: broadcast::channel(FEED_BUFFER).0,
             }),
         };
         let staged = coordinator.stage(&mut coordinator.lock(), None);
@@ -183,6 +198,21 @@ impl Coordinator {
     /// The job store.
     pub fn store(&self) -> &JobStore {
         &self.inner.store
+    }
+
+    /// Reads the core under its lock (keep `read` quick: no I/O).
+    pub fn read<T>(&self, read: impl FnOnce(&Core) -> T) -> T {
+        read(&self.lock())
+    }
+
+    /// Every job's events, from now on, once their records are stored.
+    pub fn feed(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+        self.inner.feed.subscribe()
+    }
+
+    /// The core's scheduling generation: it moves when what queued jobs wait for may have changed.
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.inner.generation.subscribe()
     }
 
     /// Takes what the core left in its outbox (under its lock; no I/O): stages each touched
@@ -247,6 +277,12 @@ impl Coordinator {
                     Event::Metrics(id, m) => (id, pb::job_event::Event::Metrics(m)),
                     Event::Checkpoint(id, c) => (id, pb::job_event::Event::Checkpoint(c)),
                 };
+                if self.inner.feed.receiver_count() > 0 {
+                    let _ = self.inner.feed.send(Arc::new(FeedEvent {
+                        job_id: id.clone(),
+                        event: event.clone(),
+                    }));
+                }
                 if let Some(sender) = watchers.get(&id) {
                     // No receivers is fine: the last watcher just left.
                     let _ = sender.send(Arc::new(Update { version, event }));
@@ -262,7 +298,7 @@ impl Coordinator {
     }
 
     /// Runs `call` on the core under its lock, then stores and publishes what it changed.
-    async fn apply<T>(&self, call: impl FnOnce(&mut Core) -> Result<T>) -> Result<T> {
+    pub(crate) async fn apply<T>(&self, call: impl FnOnce(&mut Core) -> Result<T>) -> Result<T> {
         let (result, staged) = {
             let mut core = self.lock();
             let result = call(&mut core);

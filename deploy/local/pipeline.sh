@@ -18,6 +18,8 @@
 #   INPUT     a CelebA download (official or Kaggle layout): packed at 64x64, book settings
 #   WORKERS   workers to start and the job's world size (default 2)
 #   STEPS     the job's steps instead of the job file's
+#   HTTP_LISTEN  address of the coordinator's dashboard and /metrics (default 127.0.0.1:0, a
+#             free loopback port; the URL is printed)
 #   IMAGES    synthetic faces to draw (default 2000)
 #   DEMO_DIR  this machine's folder for the synthetic input, tokens, logs, the preview and the
 #             generated images (default .gantry/demo)
@@ -82,7 +84,7 @@ trap 'exit 143' TERM
 
 # setsid: a Ctrl-C on the terminal reaches this script, which stops them in order.
 setsid "$GANTRY_BIN/coordinator" serve --listen 127.0.0.1:0 --state "$storage/state" \
-  --token-file "$demo/job.token" --worker-token-file "$demo/worker.token" \
+  --http-listen "${HTTP_LISTEN:-127.0.0.1:0}" --token-file "$demo/job.token" --worker-token-file "$demo/worker.token" \
   > "$demo/coordinator.out" 2> "$demo/coordinator.log" &
 coordinator_pid=$!
 # It prints its address once it listens (a free port: nothing else on this machine clashes).
@@ -98,6 +100,9 @@ if ! grep -q '^listening on ' "$demo/coordinator.out" 2> /dev/null; then
 fi
 address=http://$(sed -n 's/^listening on //p' "$demo/coordinator.out")
 say "coordinator at $address (log $demo/coordinator.log), job records in $storage/state"
+# Printed with the address, in the same write.
+dashboard=$(sed -n 's/^dashboard on //p' "$demo/coordinator.out")
+say "dashboard at $dashboard (log in with the token in $demo/job.token; Prometheus: ${dashboard}metrics)"
 export GANTRY_COORDINATOR=$address
 # A job an interrupted run left queued or running writes the same run: cancelled before any
 # worker joins (so it cannot start again), since the new job resumes from the checkpoint it saved.

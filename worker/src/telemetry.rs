@@ -202,10 +202,15 @@ impl WorkerMetrics {
             .inc();
     }
 
-    /// The metrics in Prometheus' text format (OpenMetrics).
-    pub fn encode(&self) -> String {
+    /// The metrics as OpenMetrics text when `openmetrics`, else in the Prometheus text format.
+    pub fn encode(&self, openmetrics: bool) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        let encoded = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        };
+        encoded.expect("writing to a String");
         out
     }
 }
@@ -217,8 +222,8 @@ struct RunTotals {
     collective: f64,
 }
 
-/// Content type of [`WorkerMetrics::encode`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of OpenMetrics text.
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Serves `GET /metrics` on `listen` until the process ends; returns the bound address (port 0
 /// picks a free one).
@@ -226,11 +231,24 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<WorkerMetrics>) -> std::io::
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
+    use axum::http::{HeaderMap, header};
+    // The Prometheus text format unless the scraper asks for OpenMetrics (as Prometheus does).
     let app = axum::Router::new().route(
         "/metrics",
-        get(move || {
+        get(move |headers: HeaderMap| {
             let metrics = metrics.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], metrics.encode()) }
+            async move {
+                let openmetrics = headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+                let content_type = if openmetrics {
+                    OPENMETRICS_TEXT
+                } else {
+                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+                };
+                ([(header::CONTENT_TYPE, content_type)], metrics.encode(openmetrics))
+            }
         }),
     );
     tokio::spawn(async move {
@@ -275,7 +293,7 @@ mod tests {
                 write_seconds: 0.2,
             })),
         });
-        let text = m.encode();
+        let text = m.encode(true);
         assert!(text.contains("gantry_worker_busy 1"), "{text}");
         assert!(
             text.contains(r#"gantry_worker_assignment{job="job-000001",attempt="1",rank="0"} 1"#),
@@ -291,7 +309,7 @@ mod tests {
         m.event(&pb::WorkerEvent {
             event: Some(Event::Finished(pb::CheckpointInfo::default())),
         });
-        let text = m.encode();
+        let text = m.encode(true);
         assert!(text.contains("gantry_worker_busy 0"), "{text}");
         assert!(
             text.contains(r#"gantry_worker_runs_total{outcome="finished"} 1"#),
