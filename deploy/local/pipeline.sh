@@ -20,6 +20,8 @@
 #   STEPS     the job's steps instead of the job file's
 #   HTTP_LISTEN  address of the coordinator's dashboard and /metrics (default 127.0.0.1:0, a
 #             free loopback port; the URL is printed)
+#   STAY      set (STAY=1): after the job, keep the coordinator and its dashboard up until
+#             Ctrl-C, to look at the finished run
 #   IMAGES    synthetic faces to draw (default 2000)
 #   DEMO_DIR  this machine's folder for the synthetic input, tokens, logs, the preview and the
 #             generated images (default .gantry/demo)
@@ -143,7 +145,13 @@ client_pid=
   --grid "$demo/label-swap.png"
 say "checkpoints:     $run/checkpoints/ (latest: $run/checkpoints/latest)"
 say "metrics:         $run/metrics.jsonl"
+say "evaluations:     $run/eval/ (conditional accuracy, label swap, feature Fréchet distance)"
+say "TensorBoard:     tensorboard --logdir $run/tensorboard"
 say "sample grids:    $run/samples/"
 say "label-swap grid: $demo/label-swap.png (one row per latent vector, one column per class)"
 say "images by class: $demo/generated/<class>/"
 say "dataset preview: $demo/preview.png"
+if [ -n "${STAY:-}" ]; then
+  say "the dashboard stays at $dashboard until Ctrl-C (workers stop first)"
+  wait "$coordinator_pid"
+fi
