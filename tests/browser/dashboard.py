@@ -22,11 +22,11 @@ import time
 import urllib.error
 import urllib.request
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+
+from chromium import browser
 
 URL = os.environ["GANTRY_DASHBOARD"].rstrip("/")
 TOKEN = open(os.environ["GANTRY_TOKEN_FILE"]).read().strip()
@@ -51,20 +51,6 @@ def status_of(path, headers=None):
             return response.status
     except urllib.error.HTTPError as e:
         return e.code
-
-
-def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1"):
-        options.add_argument(arg)
-    # chromedriver from Debian: selenium's manager would download one.
-    driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
-    # The page itself 1280x900 (the window's size counts its frame).
-    width, height = driver.execute_script("return [window.innerWidth, window.innerHeight]")
-    driver.set_window_size(1280 + (1280 - width), 900 + (900 - height))
-    return driver
 
 
 def text(driver, css):

@@ -10,24 +10,17 @@ demo job (deploy/local/demo-job.toml) with `--http-listen`.
 
 import sys
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+
+from chromium import browser
 
 
 def main():
     url, token_file, job, out = sys.argv[1:5]
     url = url.rstrip("/")
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
+    driver = browser()
     try:
-        width, height = driver.execute_script("return [window.innerWidth, window.innerHeight]")
-        driver.set_window_size(1280 + (1280 - width), 900 + (900 - height))
         driver.get(url + "/login")
         driver.find_element(By.ID, "token").send_keys(open(token_file).read().strip())
         driver.find_element(By.ID, "login-submit").click()

@@ -19,25 +19,10 @@ use gantry_proto::pb::job_event::Event;
 use serde_json::Value;
 
 use crate::cluster::*;
+use crate::python_client::{python, root};
 use crate::util::*;
 
 const LIMIT: Duration = Duration::from_secs(180);
-
-/// The repository's root.
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
-}
-
-/// `.venv/bin/python`.
-fn python() -> PathBuf {
-    let python = root().join(".venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: run deploy/bootstrap.sh",
-        python.display()
-    );
-    python
-}
 
 /// A coordinator with its HTTP listener.
 struct Observed {
