@@ -75,35 +75,48 @@ pub enum BenchError {
 
 type Result<T, E = BenchError> = std::result::Result<T, E>;
 
-/// The load and the coordinator it runs against.
-#[derive(Debug, Clone)]
+/// The load and the coordinator it runs against (the flags of `coordinator bench`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
-    /// The `coordinator` binary to start (`serve`).
+    /// The `coordinator` binary to start (`serve`); set by the caller, not a flag.
+    #[arg(skip)]
     pub binary: PathBuf,
-    /// A folder for the state, tokens and logs (created; its `state` must not exist).
+    /// Folder for the state, tokens and logs (its `state` must not exist).
+    #[arg(long)]
     pub dir: PathBuf,
-    /// A packed dataset the jobs name (its manifest is read at submission).
+    /// A packed dataset the jobs name (e.g. from `dataprep synth celeba` + `dataprep pack`).
+    #[arg(long)]
     pub data: String,
     /// Simulated workers.
+    #[arg(long, default_value_t = 1000)]
     pub workers: usize,
-    /// Jobs submitted at first, and kept queued.
+    /// Jobs submitted at first and kept queued.
+    #[arg(long, default_value_t = 10000)]
     pub jobs: usize,
     /// Workers (ranks) per job.
+    #[arg(long, default_value_t = 2)]
     pub ranks: u32,
     /// Seconds of steady load after the submissions.
+    #[arg(long, default_value_t = 60.0)]
     pub seconds: f64,
     /// Seconds a simulated run lasts.
+    #[arg(long, default_value_t = 20.0)]
     pub run_seconds: f64,
-    /// Steps between simulated checkpoints.
+    /// Steps (heartbeats) between simulated checkpoints; 0: none.
+    #[arg(long, default_value_t = 10)]
     pub checkpoint_every: u64,
-    /// The coordinator's `--heartbeat-timeout`; workers heartbeat at a quarter of it.
+    /// The coordinator's --heartbeat-timeout; workers heartbeat at a quarter of it.
+    #[arg(long, default_value_t = 4.0)]
     pub heartbeat_timeout: f64,
     /// Concurrent submissions.
+    #[arg(long, default_value_t = 16)]
     pub submitters: usize,
-    /// gRPC connections the simulated workers share (each worker uses one).
-    pub connections: usize,
-    /// Kill the coordinator at the end, restart it and check the records.
-    pub restart: bool,
+    /// gRPC connections of the simulated workers (default: one per worker).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Skip the kill-and-restart check at the end.
+    #[arg(long)]
+    pub no_restart: bool,
 }
 
 /// Latencies of one kind of call, in microseconds.
@@ -761,7 +774,8 @@ pub async fn run(options: BenchOptions, progress: &mut (impl Write + Send)) -> R
     let (finished_tx, mut finished_rx) = tokio::sync::mpsc::unbounded_channel();
 
     // Workers, each on one of `connections` channels.
-    let channels: Vec<Channel> = (0..options.connections.max(1)).map(|_| channel(&server.addr)).collect();
+    let connections = options.connections.unwrap_or(options.workers).max(1);
+    let channels: Vec<Channel> = (0..connections).map(|_| channel(&server.addr)).collect();
     let registering = Instant::now();
     let mut workers = Vec::with_capacity(options.workers);
     for i in 0..options.workers {
@@ -899,7 +913,7 @@ pub async fn run(options: BenchOptions, progress: &mut (impl Write + Send)) -> R
     }
     drop(server);
 
-    if options.restart {
+    if !options.no_restart {
         let log = dir.join("coordinator-restarted.log");
         let server = start(&options, &log)?;
         let mut client = job_client(channel(&server.addr));

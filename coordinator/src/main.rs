@@ -131,44 +131,7 @@ enum Command {
     /// with simulated workers and jobs over gRPC; print latencies, false losses, writes, memory
     /// and the restart time. Exits non-zero if a live worker was lost, a call failed or a record
     /// went missing.
-    Bench {
-        /// A packed dataset the jobs name (e.g. from `dataprep synth celeba` + `dataprep pack`).
-        #[arg(long)]
-        data: String,
-        /// Folder for the state, tokens and logs (its `state` must not exist).
-        #[arg(long)]
-        dir: PathBuf,
-        /// Simulated workers.
-        #[arg(long, default_value_t = 1000)]
-        workers: usize,
-        /// Jobs submitted at first and kept queued.
-        #[arg(long, default_value_t = 10000)]
-        jobs: usize,
-        /// Workers (ranks) per job.
-        #[arg(long, default_value_t = 2)]
-        ranks: u32,
-        /// Seconds of steady load after the submissions.
-        #[arg(long, default_value_t = 60.0)]
-        seconds: f64,
-        /// Seconds a simulated run lasts.
-        #[arg(long, default_value_t = 20.0)]
-        run_seconds: f64,
-        /// Steps (heartbeats) between simulated checkpoints; 0: none.
-        #[arg(long, default_value_t = 10)]
-        checkpoint_every: u64,
-        /// The coordinator's --heartbeat-timeout; workers heartbeat at a quarter of it.
-        #[arg(long, default_value_t = 4.0)]
-        heartbeat_timeout: f64,
-        /// Concurrent submissions.
-        #[arg(long, default_value_t = 16)]
-        submitters: usize,
-        /// gRPC connections of the simulated workers (default: one per worker).
-        #[arg(long)]
-        connections: Option<usize>,
-        /// Skip the kill-and-restart check at the end.
-        #[arg(long)]
-        no_restart: bool,
-    },
+    Bench(coordinator::bench::BenchOptions),
     /// Follow a job's state, metrics and checkpoints until it ends; exit non-zero unless it succeeds.
     Watch {
         /// Job id.
@@ -348,35 +311,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Cancel { id, reason, connection } => {
             cli::cancel(&mut client(&connection)?, &id, &reason, &mut out).await?;
         }
-        Command::Bench {
-            data,
-            dir,
-            workers,
-            jobs,
-            ranks,
-            seconds,
-            run_seconds,
-            checkpoint_every,
-            heartbeat_timeout,
-            submitters,
-            connections,
-            no_restart,
-        } => {
-            let options = coordinator::bench::BenchOptions {
-                binary: std::env::current_exe().context("the coordinator binary's path")?,
-                dir,
-                data,
-                workers,
-                jobs,
-                ranks,
-                seconds,
-                run_seconds,
-                checkpoint_every,
-                heartbeat_timeout,
-                submitters,
-                connections: connections.unwrap_or(workers),
-                restart: !no_restart,
-            };
+        Command::Bench(mut options) => {
+            options.binary = std::env::current_exe().context("the coordinator binary's path")?;
             let report = coordinator::bench::run(options.clone(), &mut std::io::stderr()).await?;
             report.write(&options, &mut out)?;
             let problems = report.problems();

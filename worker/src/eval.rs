@@ -644,7 +644,7 @@ fn load_cached(
         (Err(e), _) | (_, Err(e)) => return Ok(Err(Some(e))),
     };
     let (vs, net) = build(wanted, device);
-    if let Err(e) = copy_into(&vs, &weights) {
+    if let Err(e) = crate::gan::copy_into(&vs, &weights) {
         return Ok(Err(Some(format!("{WEIGHTS}: {e}"))));
     }
     let stats = match stats_from(&real, wanted.classes.len(), info.features) {
@@ -682,23 +682,6 @@ fn build(on: &TrainedOn, device: Device) -> (nn::VarStore, Net) {
     let vs = nn::VarStore::new(device);
     let net = Net::new(&vs.root(), on.channels, on.classes.len() as i64, on.settings.width);
     (vs, net)
-}
-
-fn copy_into(vs: &nn::VarStore, named: &HashMap<String, Tensor>) -> std::result::Result<(), String> {
-    tch::no_grad(|| {
-        for (name, mut var) in vs.variables() {
-            let saved = named.get(&name).ok_or_else(|| format!("{name} is missing"))?;
-            if saved.size() != var.size() {
-                return Err(format!(
-                    "{name} has shape {:?}, the network needs {:?}",
-                    saved.size(),
-                    var.size()
-                ));
-            }
-            var.copy_(saved);
-        }
-        Ok(())
-    })
 }
 
 fn stats_from(named: &HashMap<String, Tensor>, classes: usize, dims: i64) -> std::result::Result<Vec<Stats>, String> {

@@ -409,7 +409,9 @@ impl Gan {
     }
 }
 
-fn copy_into(vs: &nn::VarStore, named: &HashMap<String, Tensor>) -> Result<(), String> {
+/// Copies saved tensors into a network's variables by name, refusing a missing name or a
+/// shape that differs.
+pub(crate) fn copy_into(vs: &nn::VarStore, named: &HashMap<String, Tensor>) -> Result<(), String> {
     tch::no_grad(|| {
         for (name, mut var) in vs.variables() {
             let saved = named.get(&name).ok_or_else(|| format!("{name} is missing"))?;
