@@ -655,7 +655,7 @@ async fn job_spec(options: &BenchOptions) -> Result<pb::JobSpec> {
     };
     let dataset = dataprep::Dataset::open(&options.data)
         .await
-        .map_err(|e| data_error(dataprep::error_chain(&e)))?;
+        .map_err(|e| data_error(base::error_chain(&e)))?;
     let manifest = dataset.manifest();
     let condition = if manifest.attributes.iter().any(|a| a == "Blond_Hair") {
         "Blond_Hair"
@@ -673,7 +673,7 @@ async fn job_spec(options: &BenchOptions) -> Result<pb::JobSpec> {
         out = options.dir.join("runs/bench").display(),
         ranks = options.ranks,
     );
-    let config = JobConfig::from_toml(&text, "bench job").map_err(|e| data_error(dataprep::error_chain(&e)))?;
+    let config = JobConfig::from_toml(&text, "bench job").map_err(|e| data_error(base::error_chain(&e)))?;
     Ok(pb::JobSpec::from(&config))
 }
 

@@ -350,7 +350,7 @@ pub struct Core {
 
 /// An output URL in the form the one-job-per-output check compares.
 fn canonical_output(url: &str) -> String {
-    dataprep::access::normalize(url).unwrap_or_else(|_| url.trim().to_string())
+    base::access::normalize(url).unwrap_or_else(|_| url.trim().to_string())
 }
 
 /// Current Unix time in milliseconds.

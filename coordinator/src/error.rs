@@ -49,7 +49,7 @@ pub enum Error {
     },
     /// The job store (object storage under `--state`) failed.
     #[error("job store")]
-    Store(#[from] dataprep::Error),
+    Store(#[from] base::Error),
     /// A job record in the store cannot be read.
     #[error("job record {path} does not decode")]
     Record {
@@ -120,6 +120,6 @@ impl Error {
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        Status::new(e.code(), dataprep::error_chain(&e))
+        Status::new(e.code(), base::error_chain(&e))
     }
 }

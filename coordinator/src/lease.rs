@@ -19,8 +19,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use dataprep::Location;
-use object_store::{ObjectStore as _, PutMode, PutPayload};
+use base::Location;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -202,13 +201,8 @@ impl Lease {
                 };
                 let renewing = Instant::now();
                 let json = serde_json::to_vec_pretty(&record).expect("lease records serialise");
-                let path = location.path(&epoch_name(next));
-                match location
-                    .store()
-                    .put_opts(&path, PutPayload::from(json), PutMode::Create.into())
-                    .await
-                {
-                    Ok(_) => {
+                match location.create(&epoch_name(next), json).await? {
+                    true => {
                         tracing::info!(epoch = next, state = %state, %why, "lease taken: this coordinator writes the job store");
                         return Ok(Self {
                             location,
@@ -218,15 +212,9 @@ impl Lease {
                         });
                     }
                     // Another coordinator took this epoch first: look again.
-                    Err(object_store::Error::AlreadyExists { .. }) => {
+                    false => {
                         seen = None;
                         continue;
-                    }
-                    Err(source) => {
-                        return Err(Error::Store(dataprep::Error::Store {
-                            url: location.url_of(&epoch_name(next)),
-                            source,
-                        }));
                     }
                 }
             }
@@ -299,7 +287,7 @@ impl Lease {
                     self.fence.lose(e.to_string());
                     return e;
                 }
-                Err(e) => tracing::error!(error = %dataprep::error_chain(&e), "lease not renewed"),
+                Err(e) => tracing::error!(error = %base::error_chain(&e), "lease not renewed"),
             }
         }
     }

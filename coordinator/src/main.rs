@@ -17,8 +17,8 @@ use gantry_proto::pb;
 #[command(name = "coordinator", version, about)]
 struct Cli {
     /// Log format: `human` on a terminal, `json` for clusters.
-    #[arg(long, global = true, value_enum, default_value_t = dataprep::logging::LogFormat::Human)]
-    log_format: dataprep::logging::LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = base::logging::LogFormat::Human)]
+    log_format: base::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -143,7 +143,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    dataprep::logging::init(cli.log_format);
+    base::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -154,7 +154,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", dataprep::error_chain(e.as_ref()));
+            eprintln!("error: {}", base::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -188,8 +188,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             lease_wait,
         } => {
             let access = coordinator::service::Access {
-                read: dataprep::access::Prefixes::new(&allow_read).map_err(anyhow::Error::msg)?,
-                write: dataprep::access::Prefixes::new(&allow_write).map_err(anyhow::Error::msg)?,
+                read: base::access::Prefixes::new(&allow_read).map_err(anyhow::Error::msg)?,
+                write: base::access::Prefixes::new(&allow_write).map_err(anyhow::Error::msg)?,
                 state: None,
             };
             anyhow::ensure!(

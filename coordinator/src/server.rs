@@ -188,7 +188,7 @@ pub async fn serve_with_http(
     if result.is_ok()
         && let Err(e) = lease.release().await
     {
-        tracing::error!(error = %dataprep::error_chain(&e), "lease not released: the next coordinator waits for it to expire");
+        tracing::error!(error = %base::error_chain(&e), "lease not released: the next coordinator waits for it to expire");
     }
     result
 }

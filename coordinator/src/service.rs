@@ -15,7 +15,6 @@ use gantry_job::{JobConfig, JobError};
 use gantry_proto::pb;
 use gantry_proto::pb::job_service_server::JobService;
 use gantry_proto::pb::worker_service_server::WorkerService;
-use object_store::ObjectStoreExt as _;
 use tokio::sync::{broadcast, mpsc, watch};
 use tonic::{Request, Response, Status};
 
@@ -65,7 +64,7 @@ struct DatasetCache {
     entries: Mutex<HashMap<String, (ManifestVersion, dataprep::Dataset)>>,
 }
 
-type ManifestVersion = (Option<String>, i64, u64);
+type ManifestVersion = base::ObjectVersion;
 
 /// Datasets remembered by [`DatasetCache`]; past that, it starts again empty.
 const DATASET_CACHE: usize = 64;
@@ -73,12 +72,11 @@ const DATASET_CACHE: usize = 64;
 impl DatasetCache {
     /// The dataset at `url`, from the cache while its manifest has not changed.
     async fn open(&self, url: &str) -> dataprep::Result<dataprep::Dataset> {
-        let location = dataprep::Location::parse(url)?;
-        let manifest = location.path(dataprep::manifest::MANIFEST);
-        let version = match location.store().head(&manifest).await {
-            Ok(meta) => (meta.e_tag, meta.last_modified.timestamp_millis(), meta.size),
+        let location = base::Location::parse(url)?;
+        let version = match location.version(dataprep::manifest::MANIFEST).await {
+            Ok(Some(version)) => version,
             // No manifest, or no answer: opening says which, in the dataset's own words.
-            Err(_) => return dataprep::Dataset::open_at(location).await,
+            Ok(None) | Err(_) => return dataprep::Dataset::open_at(location).await,
         };
         if let Some((known, dataset)) = self.lock().get(url)
             && *known == version
@@ -105,9 +103,9 @@ impl DatasetCache {
 #[derive(Debug, Clone, Default)]
 pub struct Access {
     /// Prefixes jobs may read datasets from.
-    pub read: dataprep::access::Prefixes,
+    pub read: base::access::Prefixes,
     /// Prefixes jobs may write runs into (and read from).
-    pub write: dataprep::access::Prefixes,
+    pub write: base::access::Prefixes,
     /// The job store, normalised.
     pub state: Option<String>,
 }
@@ -115,7 +113,7 @@ pub struct Access {
 impl Access {
     /// Why `config` may not touch its storage, if it may not: the URL and the allowed prefixes.
     pub fn check(&self, config: &JobConfig) -> std::result::Result<(), String> {
-        use dataprep::access::{check_job, normalize, within};
+        use base::access::{check_job, normalize, within};
         for (key, url) in [("data.url", &config.data.url), ("output.url", &config.output.url)] {
             let normal = normalize(url).map_err(|e| format!("{key}: {e}"))?;
             if let Some(state) = &self.state
@@ -168,7 +166,7 @@ impl Coordinator {
 
     /// [`Coordinator::recover`], admitting only jobs whose storage `access` allows.
     pub async fn recover_with(store: JobStore, timing: Timing, mut access: Access) -> Result<Self> {
-        access.state = dataprep::access::normalize(&store.url()).ok();
+        access.state = base::access::normalize(&store.url()).ok();
         let records = store.load_all().await?;
         let queued = records.iter().filter(|r| r.state == State::Queued).count();
         let running = records.iter().filter(|r| r.state == State::Running).count();
@@ -331,10 +329,10 @@ impl Coordinator {
         if let Err(JobError::Invalid { problems: more }) = config.validate() {
             problems.extend(more);
         }
-        if let Err(e) = dataprep::Location::check(&config.output.url)
+        if let Err(e) = base::Location::check(&config.output.url)
             && !config.output.url.trim().is_empty()
         {
-            problems.push(format!("output.url: {}", dataprep::error_chain(&e)));
+            problems.push(format!("output.url: {}", base::error_chain(&e)));
         }
         if parsed && !config.data.url.trim().is_empty() {
             match tokio::time::timeout(DATASET_TIMEOUT, self.inner.datasets.open(&config.data.url)).await {
@@ -343,10 +341,7 @@ impl Coordinator {
                     config.data.url,
                     DATASET_TIMEOUT.as_secs()
                 )),
-                Ok(Err(e)) => problems.push(format!(
-                    "data.url: cannot open the dataset: {}",
-                    dataprep::error_chain(&e)
-                )),
+                Ok(Err(e)) => problems.push(format!("data.url: cannot open the dataset: {}", base::error_chain(&e))),
                 Ok(Ok(dataset)) => match config.check_dataset(&dataset) {
                     Ok(classes) if problems.is_empty() => {
                         let channels = u64::from(dataset.manifest().image.channels);

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use dataprep::Location;
+use base::Location;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::core::JobRecord;

@@ -8,9 +8,9 @@ use crate::celeba::Dialect;
 use crate::imaging::{Crop, Recipe};
 use crate::pack::{PackOptions, pack};
 use crate::reader::{Dataset, LoaderOptions};
-use crate::storage::Location;
 use crate::synth::{SynthOptions, synth_celeba};
 use crate::{Error, Result};
+use base::Location;
 
 /// Options of [`run`].
 #[derive(Debug, Clone)]

@@ -43,37 +43,9 @@ pub enum Error {
         /// What is missing or wrong.
         message: String,
     },
-    /// A prefix to write into holds files gantry did not write.
-    #[error(
-        "{url} holds {entry:?}, which gantry did not write: refusing to write there (use an empty prefix, or one with {marker})"
-    )]
-    Foreign {
-        /// The prefix.
-        url: String,
-        /// Its first foreign entry (a folder ends with `/`).
-        entry: String,
-        /// The marker a prefix of ours holds.
-        marker: String,
-    },
-    /// A storage URL could not be understood or opened.
-    #[error("storage URL {url:?}: {message}")]
-    Url {
-        /// The URL as given.
-        url: String,
-        /// What is wrong with it.
-        message: String,
-        /// The underlying error (URL syntax, object store configuration), where there is one.
-        #[source]
-        source: Option<Cause>,
-    },
-    /// An object store operation failed.
-    #[error("object store request for {url} failed")]
-    Store {
-        /// The object's full URL.
-        url: String,
-        /// The underlying error.
-        source: object_store::Error,
-    },
+    /// A storage location could not be opened, read or written (see [`base::Error`]).
+    #[error(transparent)]
+    Storage(#[from] base::Error),
     /// There is no dataset at this URL (no `manifest.json`).
     #[error("no dataset at {url}: {url}/manifest.json does not exist (a pack that did not finish leaves no manifest)")]
     NoDataset {
@@ -185,14 +157,10 @@ impl Error {
     /// The error of `task`, which panicked with `payload` (as `catch_unwind` or a `JoinError`
     /// gives it back); the message is kept when the payload is a string, as `panic!` makes it.
     pub fn panicked(task: &'static str, payload: Box<dyn Any + Send>) -> Self {
-        let message = match payload.downcast::<String>() {
-            Ok(message) => *message,
-            Err(payload) => match payload.downcast::<&'static str>() {
-                Ok(message) => (*message).to_string(),
-                Err(_) => "a panic without a message".to_string(),
-            },
-        };
-        Error::Panicked { task, message }
+        Error::Panicked {
+            task,
+            message: base::panic::message(payload.as_ref()),
+        }
     }
 
     /// The error of a spawned `task` that did not finish: [`Error::Panicked`] with its panic, or
@@ -205,45 +173,18 @@ impl Error {
     }
 }
 
-/// `error` and its causes joined by ": ", for people: what `{:#}` of `anyhow` prints, except that
-/// a cause whose text already ends the message is left out (many libraries, `object_store`
-/// among them, repeat their source in their own text).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        let next = error.to_string();
-        if !text.ends_with(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        cause = error.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Error, error_chain};
+    use base::error_chain;
+
+    use super::Error;
 
     #[test]
-    fn the_chain_names_each_cause_once() {
-        let not_found = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let io = Error::io("/data/a.jpg", not_found());
-        assert_eq!(io.to_string(), "I/O error on /data/a.jpg");
-        assert_eq!(error_chain(&io), "I/O error on /data/a.jpg: no such file");
-        // object_store repeats its source in its own text; the chain does not repeat it again.
-        let store = Error::Store {
-            url: "memory://x/a.json".into(),
-            source: object_store::Error::NotFound {
-                path: "a.json".into(),
-                source: Box::new(not_found()),
-            },
-        };
-        assert_eq!(
-            error_chain(&store),
-            "object store request for memory://x/a.json failed: Object at location a.json not found: no such file"
-        );
+    fn a_storage_error_keeps_its_words_and_its_chain() {
+        let not_found = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let error = Error::from(base::Error::io("/data/a.jpg", not_found));
+        assert_eq!(error.to_string(), "I/O error on /data/a.jpg");
+        assert_eq!(error_chain(&error), "I/O error on /data/a.jpg: no such file");
     }
 
     #[tokio::test]

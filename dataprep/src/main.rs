@@ -6,21 +6,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use base::Location;
 use clap::{Parser, Subcommand};
 #[cfg(feature = "synth")]
 use dataprep::celeba::Dialect;
 use dataprep::imaging::{Crop, Recipe};
 use dataprep::manifest::Encoding;
 use dataprep::pack::{PackOptions, PackSummary};
-use dataprep::{Condition, Dataset, Location};
+use dataprep::{Condition, Dataset};
 
 /// Pack labelled image datasets into Parquet shards in object storage, and inspect them.
 #[derive(Debug, Parser)]
 #[command(name = "dataprep", version, about)]
 struct Cli {
     /// Log format: `human` on a terminal, `json` for clusters.
-    #[arg(long, global = true, value_enum, default_value_t = dataprep::logging::LogFormat::Human)]
-    log_format: dataprep::logging::LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = base::logging::LogFormat::Human)]
+    log_format: base::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -153,12 +154,12 @@ enum PackKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    dataprep::logging::init(cli.log_format);
+    base::logging::init(cli.log_format);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", dataprep::error_chain(e.as_ref()));
+            eprintln!("error: {}", base::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

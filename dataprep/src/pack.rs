@@ -28,8 +28,8 @@ use crate::manifest::{
 };
 use crate::schema::{self, shard_schema};
 use crate::source::{Sample, Source};
-use crate::storage::Location;
 use crate::{Error, Result};
+use base::Location;
 
 /// Options of a pack.
 #[derive(Debug, Clone)]
@@ -96,7 +96,7 @@ pub async fn pack(source: Source, recipe: Recipe, output: &Location, options: &P
     // Only into an empty prefix or a dataset of ours, complete or interrupted (the marker goes
     // first); datasets from before the marker are known by their manifest or shards.
     let legacy = |name: &str| name == MANIFEST || (name.starts_with("shard-") && name.ends_with(".parquet"));
-    crate::access::claim(output, crate::access::DATASET_MARKER, legacy, options.force).await?;
+    base::access::claim(output, base::access::DATASET_MARKER, legacy, options.force).await?;
     // Uncommit whatever was there, then clear its shards.
     output.delete(MANIFEST).await?;
     for name in output.list_names().await? {

@@ -37,9 +37,9 @@ use crate::condition::{Classes, Condition};
 use crate::imaging::decode_png;
 use crate::manifest::{Encoding, MANIFEST, Manifest, Split};
 use crate::schema;
-pub use crate::seed::mix;
-use crate::storage::Location;
 use crate::{Error, Result};
+use base::Location;
+use base::seed::{mix, tag};
 
 /// The task named by errors when the loader's background work panics.
 const LOADER_TASK: &str = "the data loader's decoding task";
@@ -106,10 +106,11 @@ impl Dataset {
             object_store::Error::NotFound { .. } => {
                 Error::shard_caused(&url, "missing (listed in the manifest but not in storage)", e)
             }
-            source => Error::Store {
+            source => base::Error::Store {
                 url: url.clone(),
                 source,
-            },
+            }
+            .into(),
         })?;
         if head.size != info.bytes {
             return Err(Error::shard(
@@ -527,7 +528,7 @@ impl Loader {
         let o = &self.options;
         let mut order: Vec<usize> = (0..self.blocks.len()).collect();
         if o.shuffle {
-            order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(&[o.seed, epoch, 0])));
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(&[o.seed, epoch, tag::EPOCH_ORDER])));
         }
         let share = self.rows_per_rank() as usize;
         let mut sequence: Vec<(u32, u32)> = order
@@ -538,7 +539,14 @@ impl Loader {
             .collect();
         if o.shuffle {
             for (w, window) in sequence.chunks_mut(self.window).enumerate() {
-                let seed = mix(&[o.seed, epoch, 1, o.rank as u64, o.world_size as u64, w as u64]);
+                let seed = mix(&[
+                    o.seed,
+                    epoch,
+                    tag::WINDOW_SHUFFLE,
+                    o.rank as u64,
+                    o.world_size as u64,
+                    w as u64,
+                ]);
                 window.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
             }
         }

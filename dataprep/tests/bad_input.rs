@@ -1,9 +1,10 @@
 //! Bad input: clear errors naming the file and line, skipped images counted, and no dataset that
 //! looks complete after a failed pack.
 
+use base::Location;
+use dataprep::Dataset;
 use dataprep::Error;
 use dataprep::celeba::Dialect;
-use dataprep::{Dataset, Location};
 
 use crate::util::*;
 
@@ -178,7 +179,7 @@ async fn a_failed_pack_leaves_no_manifest_and_a_rerun_replaces_everything() {
     let mut expected: Vec<String> = second.manifest.shards.iter().map(|s| s.file.clone()).collect();
     expected.push("manifest.json".into());
     // The marker that makes the folder a gantry dataset, written first by every pack.
-    expected.push(dataprep::access::DATASET_MARKER.into());
+    expected.push(base::access::DATASET_MARKER.into());
     expected.sort();
     assert_eq!(on_disk, expected);
     assert_eq!(read_all(&url, None, None).await.len(), 9);

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
+use base::Location;
+use dataprep::Dataset;
 use dataprep::celeba::{ATTRIBUTES, Dialect};
 use dataprep::imaging::{Crop, Recipe};
 use dataprep::manifest::{Encoding, Split};
 use dataprep::pack::{PackOptions, pack};
-use dataprep::{Dataset, Location};
 
 use crate::util::*;
 

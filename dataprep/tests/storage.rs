@@ -1,8 +1,9 @@
 //! The same pack/read round trip over every kind of storage: in-memory, local path, file:// URL,
 //! and a real S3 API (the moto server that tests/run.sh starts; `GANTRY_TEST_S3` names a bucket).
 
+use base::Location;
+use dataprep::Dataset;
 use dataprep::celeba::Dialect;
-use dataprep::{Dataset, Location};
 
 use crate::util::*;
 

@@ -3,11 +3,12 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use base::Location;
 use dataprep::celeba::Dialect;
 use dataprep::imaging::{Crop, Recipe};
 use dataprep::pack::{PackOptions, PackSummary, pack};
 use dataprep::synth::{SynthOptions, synth_celeba};
-use dataprep::{Dataset, LoaderOptions, Location, Split};
+use dataprep::{Dataset, LoaderOptions, Split};
 
 /// A fresh `memory://` URL, unique within the test process.
 pub(crate) fn memory_url(name: &str) -> String {

@@ -436,7 +436,7 @@ impl JobConfig {
         let classes = match self.data.condition.resolve(manifest) {
             Ok(classes) => Some(classes),
             Err(e) => {
-                problems.push(format!("data.condition: {}", dataprep::error_chain(&e)));
+                problems.push(format!("data.condition: {}", base::error_chain(&e)));
                 None
             }
         };
@@ -636,7 +636,7 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors() {
         let err = JobConfig::from_toml(&format!("{MINIMAL}[train]\nstepz = 5\n"), "job.toml").unwrap_err();
-        let message = dataprep::error_chain(&err);
+        let message = base::error_chain(&err);
         assert!(message.contains("job.toml") && message.contains("stepz"), "{message}");
     }
 
@@ -730,7 +730,7 @@ mod tests {
     fn a_value_that_does_not_parse_names_its_key_and_line() {
         let text = format!("{MINIMAL}[train]\ndevice = \"tpu\"\n");
         let err = JobConfig::from_toml(&text, "job.toml").unwrap_err();
-        let message = dataprep::error_chain(&err);
+        let message = base::error_chain(&err);
         assert!(
             message.contains("job.toml") && message.contains("line 6") && message.contains("\"tpu\" is not auto"),
             "{message}"
@@ -740,7 +740,7 @@ mod tests {
             "the parser's error is kept as the source"
         );
         let text = "[data]\nurl = \"memory://d\"\nsplit = \"holdout\"\n[output]\nurl = \"memory://o\"\n";
-        let message = dataprep::error_chain(&JobConfig::from_toml(text, "job.toml").unwrap_err());
+        let message = base::error_chain(&JobConfig::from_toml(text, "job.toml").unwrap_err());
         assert!(message.contains("line 3") && message.contains("holdout"), "{message}");
     }
 

@@ -43,7 +43,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 }
 
 async fn text_of(storage: &str, name: &str) -> Option<String> {
-    let location = dataprep::Location::parse(storage).unwrap();
+    let location = base::Location::parse(storage).unwrap();
     let bytes = location.get_opt(name).await.unwrap()?;
     Some(String::from_utf8(bytes.to_vec()).unwrap())
 }
@@ -92,7 +92,7 @@ fn the_main_job_runs_end_to_end_through_the_coordinator_on_s3_and_a_second_run_r
         assert_eq!(metrics.lines().count(), 6, "{metrics}");
         assert!(text_of(&run, "checkpoints/step-0000006/manifest.json").await.is_some());
         assert!(
-            dataprep::Location::parse(&run)
+            base::Location::parse(&run)
                 .unwrap()
                 .get_opt("samples/step-0000006.png")
                 .await
@@ -101,7 +101,7 @@ fn the_main_job_runs_end_to_end_through_the_coordinator_on_s3_and_a_second_run_r
         );
         let config = text_of(&run, "config.toml").await.expect("the resolved config");
         assert!(config.contains("workers = 2"), "{config}");
-        let records = dataprep::Location::parse(&format!("{storage}/state"))
+        let records = base::Location::parse(&format!("{storage}/state"))
             .unwrap()
             .join("jobs")
             .list_names()

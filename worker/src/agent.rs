@@ -277,7 +277,8 @@ fn retryable(e: &Error) -> bool {
             | Error::Data(dataprep::Error::Panicked { .. })
             | Error::TooLarge { .. }
             | Error::Denied { .. }
-            | Error::Data(dataprep::Error::Foreign { .. })
+            | Error::Storage(base::Error::Foreign { .. })
+            | Error::Data(dataprep::Error::Storage(base::Error::Foreign { .. }))
             | Error::Allocation { .. }
     )
 }
@@ -285,7 +286,7 @@ fn retryable(e: &Error) -> bool {
 /// The job an assignment describes, on this worker's device.
 fn job_of(assignment: &pb::Assignment, device: DeviceSpec) -> Result<JobConfig, String> {
     let spec = assignment.spec.as_ref().ok_or("the assignment carries no job spec")?;
-    let mut config = JobConfig::from_spec(spec).map_err(|e| dataprep::error_chain(&e))?;
+    let mut config = JobConfig::from_spec(spec).map_err(|e| base::error_chain(&e))?;
     if config.train.device == DeviceSpec::Auto {
         config.train.device = device;
     }
@@ -312,7 +313,7 @@ fn run_job(
             }
             Err(e) => {
                 return Event::Failed(pb::Failure {
-                    message: dataprep::error_chain(&e),
+                    message: base::error_chain(&e),
                     retryable: false,
                 });
             }
@@ -334,7 +335,7 @@ fn run_job(
             ..Default::default()
         }),
         Ok(Err(e)) => Event::Failed(pb::Failure {
-            message: dataprep::error_chain(&e),
+            message: base::error_chain(&e),
             retryable: retryable(&e),
         }),
         Err(panic) => Event::Failed(pb::Failure {

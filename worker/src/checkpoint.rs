@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 
-use dataprep::{Location, Position};
+use base::Location;
+use dataprep::Position;
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

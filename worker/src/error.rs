@@ -1,6 +1,6 @@
 //! The trainer's error type. As everywhere in gantry, an error's text says what failed in our
 //! words and its cause is its `source()`, not repeated in the text: show errors to people with
-//! [`dataprep::error_chain`] (or `{:#}` of `anyhow`).
+//! [`base::error_chain`] (or `{:#}` of `anyhow`).
 
 /// Everything that can stop a training job.
 #[derive(Debug, thiserror::Error)]
@@ -9,9 +9,12 @@ pub enum Error {
     /// The job file or spec is unusable; every problem is listed.
     #[error(transparent)]
     Job(#[from] gantry_job::JobError),
-    /// Reading data or writing artifacts failed.
+    /// Reading data failed.
     #[error(transparent)]
     Data(#[from] dataprep::Error),
+    /// Reading or writing storage (artifacts, checkpoints, reports) failed.
+    #[error(transparent)]
+    Storage(#[from] base::Error),
     /// libtorch reported an error.
     #[error("libtorch failed")]
     Torch(#[from] tch::TchError),

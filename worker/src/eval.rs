@@ -41,7 +41,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use dataprep::{Condition, Dataset, LoaderOptions, Location, Position, Split};
+use base::Location;
+use dataprep::{Condition, Dataset, LoaderOptions, Position, Split};
 use gantry_proto::pb;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -637,7 +638,7 @@ fn load_cached(
     }
     let decoded = |name: &str| -> std::result::Result<HashMap<String, Tensor>, String> {
         let bytes = files.get(name).ok_or_else(|| format!("{name} is not listed"))?;
-        checkpoint::from_safetensors(bytes, cache.url(), name).map_err(|e| dataprep::error_chain(&e))
+        checkpoint::from_safetensors(bytes, cache.url(), name).map_err(|e| base::error_chain(&e))
     };
     let (weights, real) = match (decoded(WEIGHTS), decoded(REAL_FEATURES)) {
         (Ok(w), Ok(r)) => (w, r),
@@ -758,7 +759,7 @@ fn train_classifier(
         batch,
         "training the evaluation classifier"
     );
-    tch::manual_seed(dataprep::reader::mix(&[settings.seed, 0xC1A5]) as i64);
+    tch::manual_seed(base::seed::mix(&[settings.seed, 0xC1A5]) as i64);
     let (vs, net) = build(&on, device);
     let mut optimizer = nn::Adam::default().build(&vs, settings.lr)?;
     let loader = dataset.loader(LoaderOptions {
@@ -905,7 +906,7 @@ pub struct Rendered<'a> {
 impl<'a> Rendered<'a> {
     /// `samples` latents drawn on the CPU from `seed` alone (the same on every device).
     pub fn new(gan: &'a Gan, samples: u64, seed: u64) -> Self {
-        tch::manual_seed(dataprep::reader::mix(&[seed, 0xE7A1]) as i64);
+        tch::manual_seed(base::seed::mix(&[seed, 0xE7A1]) as i64);
         let latents = Tensor::randn([samples as i64, gan.spec.z_dim], (Kind::Float, Device::Cpu));
         Self { gan, latents }
     }

@@ -11,8 +11,8 @@ use worker::config::{DeviceSpec, JobConfig};
 #[command(name = "worker", version, about)]
 struct Cli {
     /// Log format: `human` on a terminal, `json` for clusters.
-    #[arg(long, global = true, value_enum, default_value_t = dataprep::logging::LogFormat::Human)]
-    log_format: dataprep::logging::LogFormat,
+    #[arg(long, global = true, value_enum, default_value_t = base::logging::LogFormat::Human)]
+    log_format: base::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -293,8 +293,8 @@ struct AllowArgs {
 impl AllowArgs {
     fn parse(&self) -> anyhow::Result<worker::train::Allow> {
         Ok(worker::train::Allow {
-            read: dataprep::access::Prefixes::new(&self.allow_read).map_err(anyhow::Error::msg)?,
-            write: dataprep::access::Prefixes::new(&self.allow_write).map_err(anyhow::Error::msg)?,
+            read: base::access::Prefixes::new(&self.allow_read).map_err(anyhow::Error::msg)?,
+            write: base::access::Prefixes::new(&self.allow_write).map_err(anyhow::Error::msg)?,
         })
     }
 }
@@ -359,11 +359,11 @@ fn main() -> ExitCode {
         eprintln!("panicked{location}: {}", worker::train::libtorch_message(message));
     }));
     let cli = Cli::parse();
-    dataprep::logging::init(cli.log_format);
+    base::logging::init(cli.log_format);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", dataprep::error_chain(e.as_ref()));
+            eprintln!("error: {}", base::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -60,7 +60,7 @@ pub fn small_gan() -> Gan {
 
 /// Rank `rank`'s share of step `step`'s global batch: images in [-1, 1] and class indices.
 pub fn share(step: u64, rank: usize, world_size: usize) -> (Tensor, Tensor) {
-    tch::manual_seed(dataprep::seed::mix(&[SEED, step, 0xBA7C]) as i64);
+    tch::manual_seed(base::seed::mix(&[SEED, step, base::seed::tag::PARALLEL_CHECK]) as i64);
     let opts = (Kind::Float, Device::Cpu);
     let images = Tensor::rand([GLOBAL_BATCH, 3, 16, 16], opts) * 2.0 - 1.0;
     let classes = Tensor::randint(2, [GLOBAL_BATCH], (Kind::Int64, Device::Cpu));

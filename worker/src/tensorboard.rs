@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dataprep::Location;
+use base::Location;
 use gantry_proto::pb;
 use prost::Message;
 

@@ -5,7 +5,8 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dataprep::{Dataset, LoaderOptions, Location, Position};
+use base::Location;
+use dataprep::{Dataset, LoaderOptions, Position};
 use gantry_proto::pb;
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Device, Kind, Tensor};
@@ -145,15 +146,15 @@ pub struct TrainOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Allow {
     /// Prefixes datasets may be read from.
-    pub read: dataprep::access::Prefixes,
+    pub read: base::access::Prefixes,
     /// Prefixes runs may be written into.
-    pub write: dataprep::access::Prefixes,
+    pub write: base::access::Prefixes,
 }
 
 impl Allow {
     /// Refuses a job whose `data.url` or `output.url` falls outside the lists.
     pub fn check(&self, config: &JobConfig) -> Result<()> {
-        dataprep::access::check_job(&self.read, &self.write, &config.data.url, &config.output.url, true).map_err(|r| {
+        base::access::check_job(&self.read, &self.write, &config.data.url, &config.output.url, true).map_err(|r| {
             Error::Denied {
                 message: format!(
                     "{} {} is outside the prefixes this worker lets jobs {}: {}",
@@ -230,7 +231,7 @@ pub fn images_to_tensor(pixels: &[u8], batch: i64, size: i64, channels: i64, dev
 /// (latents, interpolation weights, dropout) depends on (seed, step, rank) only, so a resumed
 /// run draws exactly what an uninterrupted one would.
 pub fn step_seed(seed: u64, step: u64, rank: usize) -> i64 {
-    dataprep::reader::mix(&[seed, step, 0x57E9, rank as u64]) as i64
+    base::seed::mix(&[seed, step, 0x57E9, rank as u64]) as i64
 }
 
 /// Refuses a job whose estimated memory ([`gantry_job::memory`]) exceeds `limit`, or on the
@@ -382,12 +383,7 @@ pub fn train(config: &JobConfig, options: &TrainOptions, runtime: &Handle) -> Re
         // Only into an empty prefix or a run of ours (the marker goes first, so an interrupted
         // run resumes); runs from before the marker are known by their checkpoints.
         let legacy = |name: &str| name == checkpoint::CHECKPOINTS;
-        runtime.block_on(dataprep::access::claim(
-            &output,
-            dataprep::access::RUN_MARKER,
-            legacy,
-            false,
-        ))?;
+        runtime.block_on(base::access::claim(&output, base::access::RUN_MARKER, legacy, false))?;
         runtime.block_on(output.put(CONFIG_FILE, config.to_toml().into_bytes()))?;
     }
     let mut events = writer.then(|| EventWriter::new(&output, EVENTS_FLUSH));

@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use dataprep::{Condition, Dataset, Location, Split};
+use base::Location;
+use dataprep::{Condition, Dataset, Split};
 use tch::{Device, Kind, Tensor};
 use worker::eval::{
     self, ClassifierSettings, Labelled, Provenance, evaluate, frechet_distance, prepare_classifier, read_split,
@@ -398,7 +399,7 @@ fn a_dataset_without_held_out_images_is_refused_before_training() {
     job.train.batch_size = 2;
     job.train.eval_every = 1;
     let error = train(&job, &TrainOptions::default(), io()).unwrap_err();
-    let message = dataprep::error_chain(&error);
+    let message = base::error_chain(&error);
     assert!(
         message.contains("no held-out images") && message.contains(&data),
         "{message}"

@@ -86,7 +86,7 @@ fn assess(job: &worker::config::JobConfig, data: &str, out: &std::path::Path) ->
     let (valid_images, valid_classes) = real(data, Split::Valid);
     let real_accuracy = accuracy(&predict(&w, &valid_images), &valid_classes);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let location = dataprep::Location::parse(out.to_str().unwrap()).unwrap();
+    let location = base::Location::parse(out.to_str().unwrap()).unwrap();
     let folder = runtime.block_on(checkpoint::latest(&location)).unwrap().unwrap();
     let ckpt = runtime.block_on(checkpoint::load(&folder)).unwrap();
     let mut gan = worker::train::build_gan(job, 3, 2, Device::Cpu);

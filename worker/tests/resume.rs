@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use dataprep::Location;
+use base::Location;
 use tch::Tensor;
 use worker::checkpoint;
 use worker::train::{TrainOptions, train};

@@ -22,7 +22,7 @@ pub(crate) fn packed_celeba(dir: &Path, count: usize, seed: u64) -> String {
     .expect("synth");
     let source = dataprep::celeba::scan(&input).expect("scan");
     let out = dir.join("packed");
-    let location = dataprep::Location::parse(out.to_str().unwrap()).unwrap();
+    let location = base::Location::parse(out.to_str().unwrap()).unwrap();
     let options = PackOptions {
         shard_mb: 0.5,
         row_group: 64,

@@ -8,8 +8,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use base::layout::{self, METRICS_FILE};
 use gantry_proto::pb;
-use object_store::ObjectStoreExt as _;
 use serde_json::{Value, json};
 
 use crate::core::{Core, JobRecord, State, WorkerInfo};
@@ -70,29 +70,22 @@ impl History {
     }
 }
 
-/// Parsed `metrics.jsonl` files, by output URL, with the version (e-tag, size) they were read at.
+/// Parsed `metrics.jsonl` files, by output URL, with the version they were read at.
 #[derive(Debug, Default)]
 pub struct MetricsFiles {
     entries: Mutex<HashMap<String, (FileVersion, Steps)>>,
 }
 
-type FileVersion = (Option<String>, u64);
+type FileVersion = base::ObjectVersion;
 /// The steps of a metrics file, shared with the requests that read it.
 type Steps = Arc<Vec<pb::StepMetrics>>;
 
 impl MetricsFiles {
     /// The steps in `<output>/metrics.jsonl` (none when it does not exist yet).
-    pub async fn read(&self, output: &str) -> dataprep::Result<Steps> {
-        let location = dataprep::Location::parse(output)?;
-        let path = location.path(METRICS_FILE);
-        let version = match location.store().head(&path).await {
-            Ok(meta) => (meta.e_tag, meta.size),
-            Err(object_store::Error::NotFound { .. }) => return Ok(Arc::default()),
-            Err(_) => {
-                // Let the read say what is wrong, in storage's own words.
-                location.get(METRICS_FILE).await?;
-                return Ok(Arc::default());
-            }
+    pub async fn read(&self, output: &str) -> base::Result<Steps> {
+        let location = base::Location::parse(output)?;
+        let Some(version) = location.version(METRICS_FILE).await? else {
+            return Ok(Arc::default());
         };
         if let Some((known, steps)) = self.lock().get(output)
             && *known == version
@@ -118,10 +111,6 @@ impl MetricsFiles {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
-
-/// The run's metrics file (`worker::train::METRICS_FILE`; the coordinator does not depend on
-/// the worker crate).
-pub const METRICS_FILE: &str = "metrics.jsonl";
 
 /// The steps of a `metrics.jsonl`, in step order (a line that does not parse is skipped; a
 /// step written twice keeps its last line).
@@ -292,32 +281,19 @@ pub fn ranks(record: &JobRecord, workers: &[WorkerInfo]) -> Value {
     json!({ "attempt": attempt.number, "ended": attempt.ended_ms != 0, "ranks": ranks })
 }
 
-/// Whether `name` is a sample grid's file name (`step-NNNNNNN.png`).
-pub fn is_sample_name(name: &str) -> bool {
-    name.strip_prefix("step-")
-        .and_then(|rest| rest.strip_suffix(".png"))
-        .is_some_and(|digits| digits.len() >= 7 && digits.bytes().all(|b| b.is_ascii_digit()))
-}
-
 /// The latest sample grid in `<output>/samples/`, if any: (file name, step).
-pub async fn latest_sample(output: &str) -> dataprep::Result<Option<(String, u64)>> {
-    let samples = dataprep::Location::parse(output)?.join("samples");
+pub async fn latest_sample(output: &str) -> base::Result<Option<(String, u64)>> {
+    let samples = base::Location::parse(output)?.join(layout::SAMPLES);
     let names = match samples.list_names().await {
         Ok(names) => names,
-        Err(dataprep::Error::Store {
-            source: object_store::Error::NotFound { .. },
-            ..
-        }) => return Ok(None),
+        Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e),
     };
     Ok(names
         .into_iter()
-        .filter(|n| is_sample_name(n))
-        .filter_map(|n| {
-            let step = n["step-".len()..n.len() - ".png".len()].parse::<u64>().ok()?;
-            Some((n, step))
-        })
-        .max_by_key(|(_, step)| *step))
+        .filter_map(|n| Some((layout::sample_step(&n)?, n)))
+        .max_by_key(|(step, _)| *step)
+        .map(|(step, n)| (n, step)))
 }
 
 #[cfg(test)]
@@ -358,7 +334,7 @@ mod tests {
         }
         assert!(history.lock().len() <= LIVE_JOBS);
         assert!(history.after("a", 0).is_empty());
-        assert!(is_sample_name("step-0000040.png"));
-        assert!(!is_sample_name("step-40.png") && !is_sample_name("../x.png"));
+        assert_eq!(layout::sample_step("step-0000040.png"), Some(40));
+        assert!(layout::sample_step("step-40.png").is_none() && layout::sample_step("../x.png").is_none());
     }
 }

@@ -296,8 +296,8 @@ async fn job_detail(State(web): State<Arc<Web>>, Path(id): Path<String>) -> Resp
         Err(e) => {
             problems.push(format!(
                 "{output}/{}: {}",
-                data::METRICS_FILE,
-                dataprep::error_chain(&e)
+                base::layout::METRICS_FILE,
+                base::error_chain(&e)
             ));
             Arc::default()
         }
@@ -317,7 +317,7 @@ async fn job_detail(State(web): State<Arc<Web>>, Path(id): Path<String>) -> Resp
     let sample = match data::latest_sample(&output).await {
         Ok(sample) => sample,
         Err(e) => {
-            problems.push(format!("{output}/samples: {}", dataprep::error_chain(&e)));
+            problems.push(format!("{output}/samples: {}", base::error_chain(&e)));
             None
         }
     };
@@ -343,10 +343,15 @@ async fn sample(State(web): State<Arc<Web>>, Path((id, file)): Path<(String, Str
     else {
         return not_found(&id);
     };
-    if !data::is_sample_name(&file) {
+    if base::layout::sample_step(&file).is_none() {
         return (StatusCode::NOT_FOUND, "not a sample grid\n").into_response();
     }
-    let read = async { dataprep::Location::parse(&output)?.join("samples").get_opt(&file).await };
+    let read = async {
+        base::Location::parse(&output)?
+            .join(base::layout::SAMPLES)
+            .get_opt(&file)
+            .await
+    };
     match read.await {
         Ok(Some(png)) => (
             [
@@ -357,7 +362,7 @@ async fn sample(State(web): State<Arc<Web>>, Path((id, file)): Path<(String, Str
         )
             .into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "no such sample grid\n").into_response(),
-        Err(e) => (StatusCode::BAD_GATEWAY, format!("{}\n", dataprep::error_chain(&e))).into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("{}\n", base::error_chain(&e))).into_response(),
     }
 }
 

@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::geometry::{FACE_X, FACE_Y, Hairline, MAX_SCALE, MAX_SHIFT_X, MAX_SHIFT_Y, MIN_SCALE, Pose};
 use crate::celeba::ATTRIBUTES;
-use crate::seed::mix;
+use base::seed::mix;
 
 /// Index of attribute `name` in [`ATTRIBUTES`]; fails to compile (in a const context) if absent.
 pub(super) const fn attr_index(name: &str) -> usize {

@@ -236,7 +236,7 @@ impl ProcessGroup {
         if let Err(e) = &result
             && self.failed.is_none()
         {
-            self.failed = Some(dataprep::error_chain(e));
+            self.failed = Some(base::error_chain(e));
         }
         result
     }

@@ -17,10 +17,21 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use url::Url;
 
 use crate::{Error, Result};
+
+/// What identifies one version of an object: it changes whenever the object is written again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// The store's entity tag, where it gives one.
+    pub e_tag: Option<String>,
+    /// When it was last written, in milliseconds since the Unix epoch.
+    pub modified_ms: i64,
+    /// Its size in bytes.
+    pub size: u64,
+}
 
 /// A prefix in an object store, named by a URL.
 #[derive(Debug, Clone)]
@@ -277,6 +288,33 @@ impl Location {
             .into_iter()
             .filter_map(|p| p.filename().map(str::to_string))
             .collect())
+    }
+
+    /// The version of object `name`, or `None` when it does not exist.
+    pub async fn version(&self, name: &str) -> Result<Option<ObjectVersion>> {
+        match self.store.head(&self.path(name)).await {
+            Ok(meta) => Ok(Some(ObjectVersion {
+                e_tag: meta.e_tag,
+                modified_ms: meta.last_modified.timestamp_millis(),
+                size: meta.size,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.store_error(name, e)),
+        }
+    }
+
+    /// Writes object `name` only if it does not exist yet (atomically, where the store supports
+    /// conditional writes: every backend gantry names does); `false` when it already existed.
+    pub async fn create(&self, name: &str, bytes: impl Into<PutPayload>) -> Result<bool> {
+        match self
+            .store
+            .put_opts(&self.path(name), bytes.into(), PutMode::Create.into())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.store_error(name, e)),
+        }
     }
 
     /// Size in bytes of object `name`.

@@ -142,6 +142,30 @@ pub struct Refusal {
     pub allowed: String,
 }
 
+/// Who refused a job's storage, for the wording of a [`Refusal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The coordinator's `--allow-read`/`--allow-write`, at submission.
+    Coordinator,
+    /// A worker's own lists, before it opens the job's storage.
+    Worker,
+}
+
+impl Refusal {
+    /// The refusal in words: the key, the URL and the prefixes that would have allowed it. Every
+    /// place that refuses a job's storage says it this way.
+    pub fn message(&self, guard: Guard) -> String {
+        let whose = match guard {
+            Guard::Coordinator => "jobs may",
+            Guard::Worker => "this worker lets jobs",
+        };
+        format!(
+            "{} {} is outside the prefixes {whose} {}: {}",
+            self.key, self.url, self.verb, self.allowed
+        )
+    }
+}
+
 /// Checks a job's dataset (`data_url`, read: under `read` or `write`; no `read` list: anywhere)
 /// and output (`output_url`, under `write`; no `write` list: anywhere). With `resolve`, local
 /// paths are compared with their symlinks resolved (what a worker does); otherwise lexically.
@@ -295,6 +319,26 @@ mod tests {
         ] {
             assert!(!allowed.contains(&normalize(refused).unwrap()), "{refused}");
         }
+    }
+
+    #[test]
+    fn a_refusal_names_the_key_the_url_and_what_would_have_allowed_it() {
+        let read = Prefixes::new(&["s3://b/data"]).unwrap();
+        let write = Prefixes::new(&["s3://b/runs"]).unwrap();
+        assert_eq!(
+            check_job(&read, &write, "s3://b/data/x", "s3://b/runs/r", false),
+            Ok(())
+        );
+        let refused = check_job(&read, &write, "s3://b/data/x", "s3://b/elsewhere", false).unwrap_err();
+        assert_eq!(
+            refused.message(Guard::Coordinator),
+            "output.url s3://b/elsewhere is outside the prefixes jobs may write: s3://b/runs"
+        );
+        let refused = check_job(&read, &write, "s3://c/x", "s3://b/runs/r", false).unwrap_err();
+        assert_eq!(
+            refused.message(Guard::Worker),
+            "data.url s3://c/x is outside the prefixes this worker lets jobs read: s3://b/data, s3://b/runs"
+        );
     }
 
     #[test]
