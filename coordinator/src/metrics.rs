@@ -29,11 +29,6 @@ use prometheus_client::registry::Registry;
 use crate::core::now_ms;
 use crate::service::Coordinator;
 
-/// Content type of the Prometheus text format (0.0.4).
-pub const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
-/// Content type of OpenMetrics text (1.0), for scrapers that ask for it.
-pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 /// The coordinator's metrics registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -81,18 +76,10 @@ impl Metrics {
         Self { registry }
     }
 
-    /// The metrics now, as OpenMetrics text when `openmetrics`, else in the Prometheus text
-    /// format.
-    pub fn encode(&self, openmetrics: bool) -> String {
-        let mut text = String::with_capacity(8 << 10);
-        let encoded = if openmetrics {
-            prometheus_client::encoding::text::encode(&mut text, &self.registry)
-        } else {
-            prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
-        };
-        // Writing into a String does not fail.
-        encoded.expect("metrics encode into a String");
-        text
+    /// The metrics now, answering a scrape whose `Accept` header is `accept`: the content type
+    /// and the text ([`base::exposition`]).
+    pub fn respond(&self, accept: Option<&str>) -> (&'static str, String) {
+        base::exposition::respond(&self.registry, accept)
     }
 }
 

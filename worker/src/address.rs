@@ -10,6 +10,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
+use base::address::HostPort;
 use socket2::{Domain, Socket, Type};
 
 /// What is wrong with `--advertise` or `--ifname`.
@@ -118,48 +119,21 @@ pub fn resolve(
     }
 }
 
-/// `HOST[:PORT]` (IPv6 in brackets); port 0 reads as none.
+/// `HOST[:PORT]` ([`HostPort`]); port 0 reads as none.
 fn split(given: &str) -> Result<(Option<String>, Option<u16>), AddressError> {
-    let bad = |message: &str| AddressError::Advertise {
+    let address = HostPort::parse(given).map_err(|message| AddressError::Advertise {
         given: given.to_string(),
         message: message.to_string(),
-    };
-    let (host, port) = if let Some(rest) = given.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| bad("an IPv6 address needs its closing ]"))?;
-        match after.strip_prefix(':') {
-            Some(port) => (host, Some(port)),
-            None if after.is_empty() => (host, None),
-            None => return Err(bad("expected HOST or HOST:PORT")),
-        }
-    } else {
-        match given.rsplit_once(':') {
-            Some((host, port)) if !host.contains(':') => (host, Some(port)),
-            Some(_) => return Err(bad("write an IPv6 address in brackets: [ADDR]:PORT")),
-            None => (given, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("the host is empty"));
-    }
-    let port = match port {
-        None => None,
-        Some(port) => match port.parse::<u16>() {
-            Ok(0) => None,
-            Ok(port) => Some(port),
-            Err(_) => return Err(bad("the port is not a number from 0 to 65535")),
-        },
-    };
-    Ok((Some(host.to_string()), port))
+    })?;
+    Ok((Some(address.host), address.port.filter(|&port| port != 0)))
 }
 
 fn join(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
+    HostPort {
+        host: host.to_string(),
+        port: Some(port),
     }
+    .to_string()
 }
 
 /// The first IPv4 address of a network interface.

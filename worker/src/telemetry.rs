@@ -202,16 +202,10 @@ impl WorkerMetrics {
             .inc();
     }
 
-    /// The metrics as OpenMetrics text when `openmetrics`, else in the Prometheus text format.
-    pub fn encode(&self, openmetrics: bool) -> String {
-        let mut out = String::new();
-        let encoded = if openmetrics {
-            prometheus_client::encoding::text::encode(&mut out, &self.registry)
-        } else {
-            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
-        };
-        encoded.expect("writing to a String");
-        out
+    /// The metrics now, answering a scrape whose `Accept` header is `accept`: the content type
+    /// and the text ([`base::exposition`]).
+    pub fn respond(&self, accept: Option<&str>) -> (&'static str, String) {
+        base::exposition::respond(&self.registry, accept)
     }
 }
 
@@ -222,9 +216,6 @@ struct RunTotals {
     collective: f64,
 }
 
-/// Content type of OpenMetrics text.
-pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 /// Serves `GET /metrics` on `listen` until the process ends; returns the bound address (port 0
 /// picks a free one).
 pub async fn serve(listen: SocketAddr, metrics: Arc<WorkerMetrics>) -> std::io::Result<SocketAddr> {
@@ -232,22 +223,14 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<WorkerMetrics>) -> std::io::
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
     use axum::http::{HeaderMap, header};
-    // The Prometheus text format unless the scraper asks for OpenMetrics (as Prometheus does).
     let app = axum::Router::new().route(
         "/metrics",
         get(move |headers: HeaderMap| {
             let metrics = metrics.clone();
             async move {
-                let openmetrics = headers
-                    .get(header::ACCEPT)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|accept| accept.contains("application/openmetrics-text"));
-                let content_type = if openmetrics {
-                    OPENMETRICS_TEXT
-                } else {
-                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE
-                };
-                ([(header::CONTENT_TYPE, content_type)], metrics.encode(openmetrics))
+                let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                let (content_type, text) = metrics.respond(accept);
+                ([(header::CONTENT_TYPE, content_type)], text)
             }
         }),
     );
@@ -293,7 +276,7 @@ mod tests {
                 write_seconds: 0.2,
             })),
         });
-        let text = m.encode(true);
+        let (_, text) = m.respond(Some(base::exposition::OPENMETRICS_TEXT));
         assert!(text.contains("gantry_worker_busy 1"), "{text}");
         assert!(
             text.contains(r#"gantry_worker_assignment{job="job-000001",attempt="1",rank="0"} 1"#),
@@ -309,7 +292,7 @@ mod tests {
         m.event(&pb::WorkerEvent {
             event: Some(Event::Finished(pb::CheckpointInfo::default())),
         });
-        let text = m.encode(true);
+        let (_, text) = m.respond(Some(base::exposition::OPENMETRICS_TEXT));
         assert!(text.contains("gantry_worker_busy 0"), "{text}");
         assert!(
             text.contains(r#"gantry_worker_runs_total{outcome="finished"} 1"#),

@@ -32,7 +32,7 @@ use tokio_rustls::rustls::ServerConfig;
 
 use super::auth::Auth;
 use super::data::{self, History, MetricsFiles};
-use crate::metrics::{Metrics, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
+use crate::metrics::Metrics;
 use crate::service::Coordinator;
 use crate::{Error, Result};
 
@@ -152,12 +152,8 @@ pub async fn serve_metrics(metrics: Arc<Metrics>, listener: TcpListener) -> Resu
 
 /// The Prometheus text, or OpenMetrics when the scraper asks for it.
 fn metrics_text(metrics: &Metrics, headers: &HeaderMap) -> Response {
-    let openmetrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
-    let text = metrics.encode(openmetrics);
-    let content_type = if openmetrics { OPENMETRICS_TEXT } else { PROMETHEUS_TEXT };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, text) = metrics.respond(accept);
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
@@ -612,7 +608,10 @@ mod tests {
         let bearer = format!("Bearer {TOKEN}");
         let scraped = call(&web, get("/metrics", &[(header::AUTHORIZATION, &bearer)])).await;
         assert_eq!(scraped.status(), StatusCode::OK);
-        assert_eq!(scraped.headers()[header::CONTENT_TYPE], PROMETHEUS_TEXT);
+        assert_eq!(
+            scraped.headers()[header::CONTENT_TYPE],
+            base::exposition::PROMETHEUS_TEXT
+        );
         let text = body_text(scraped).await;
         for needle in [
             "# TYPE gantry_jobs gauge",
@@ -641,7 +640,10 @@ mod tests {
             ),
         )
         .await;
-        assert_eq!(openmetrics.headers()[header::CONTENT_TYPE], OPENMETRICS_TEXT);
+        assert_eq!(
+            openmetrics.headers()[header::CONTENT_TYPE],
+            base::exposition::OPENMETRICS_TEXT
+        );
         assert!(body_text(openmetrics).await.ends_with("# EOF\n"));
     }
 
