@@ -14,14 +14,6 @@ type Cause = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A local file or folder could not be read or written.
-    #[error("I/O error on {path}")]
-    Io {
-        /// The file or folder.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
     /// An input file is malformed (annotation file, IDX file...): names the file and line.
     #[error("{path}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
     Malformed {
@@ -43,7 +35,8 @@ pub enum Error {
         /// What is missing or wrong.
         message: String,
     },
-    /// A storage location could not be opened, read or written (see [`base::Error`]).
+    /// A local file or folder, or a storage location, could not be opened, read or written
+    /// (see [`base::Error`]).
     #[error(transparent)]
     Storage(#[from] base::Error),
     /// There is no dataset at this URL (no `manifest.json`).
@@ -118,12 +111,9 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Wraps an I/O error with the path it concerns.
+    /// Wraps an I/O error with the path it concerns ([`base::Error::Io`]).
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Storage(base::Error::io(path, source))
     }
 
     /// A malformed-input error at `path`, line `line`.
