@@ -2,6 +2,10 @@
 //! critic and both optimisers as safetensors, `state.json` (step, data position, seed, config),
 //! and `manifest.json` (sizes and SHA-256 of the others) written last: a folder without it is
 //! torn and ignored. `<output>/checkpoints/latest` names the newest folder.
+//!
+//! [`save`] and [`load`] write and read a folder; [`Checkpoint::restore`] puts a loaded one back
+//! into a [`Gan`] (a resumed run), and [`open_generator`] gives a checkpoint's generator ready to
+//! render (`worker generate`, `worker eval`).
 
 use std::collections::HashMap;
 
@@ -12,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
 
-use crate::config::JobConfig;
-use crate::gan::StepMetrics;
+use crate::config::{DeviceSpec, JobConfig};
+use crate::gan::{Gan, StepMetrics};
 use crate::{Error, Result};
 
 /// Folder of checkpoints inside a job output.
@@ -81,6 +85,39 @@ pub struct Checkpoint {
     pub critic: HashMap<String, Tensor>,
     /// Optimiser state by name.
     pub optimizer: HashMap<String, Tensor>,
+}
+
+impl Checkpoint {
+    /// An [`Error::Checkpoint`] about this checkpoint.
+    pub fn error(&self, message: String) -> Error {
+        Error::Checkpoint {
+            url: self.url.clone(),
+            message,
+        }
+    }
+
+    /// Copies its generator into `gan`; names a missing or mis-shaped variable.
+    pub fn restore_generator(&self, gan: &mut Gan) -> Result<()> {
+        gan.load_generator(&self.generator).map_err(|m| self.error(m))
+    }
+
+    /// Copies its generator, critic and both optimisers' state into `gan` (a resumed run).
+    pub fn restore(&self, gan: &mut Gan) -> Result<()> {
+        self.restore_generator(gan)?;
+        gan.load_critic(&self.critic).map_err(|m| self.error(m))?;
+        gan.load_optimizers(&self.optimizer).map_err(|m| self.error(m))
+    }
+}
+
+/// The checkpoint at `url` (a checkpoint folder, or a job output: its latest) and its
+/// generator on `device`: the networks its job describes, with the generator's saved weights.
+pub async fn open_generator(url: &str, device: DeviceSpec) -> Result<(Checkpoint, Gan)> {
+    let ckpt = load(&resolve(url).await?).await?;
+    let device = crate::device::resolve(device)?;
+    let state = &ckpt.state;
+    let mut gan = Gan::for_job(&state.config, state.channels, state.classes.len() as i64, device);
+    ckpt.restore_generator(&mut gan)?;
+    Ok((ckpt, gan))
 }
 
 /// Folder name of the checkpoint at `step`.
@@ -250,4 +287,96 @@ pub async fn load(folder: &Location) -> Result<Checkpoint> {
         state,
         url,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(width: i64, output: &str) -> JobConfig {
+        let text = format!(
+            "[data]\nurl = \"/nowhere\"\ncondition = \"label\"\n[model]\nimage_size = 32\nz_dim = 8\nwidth = {width}\n\
+             [train]\nseed = 3\n[output]\nurl = \"{output}\"\n"
+        );
+        JobConfig::from_toml(&text, "test").unwrap()
+    }
+
+    fn state(config: &JobConfig, step: u64) -> TrainState {
+        TrainState {
+            step,
+            position: Position::default(),
+            seed: config.train.seed,
+            channels: 3,
+            classes: vec!["a".into(), "b".into()],
+            metrics: None,
+            config: config.clone(),
+            world_size: 1,
+        }
+    }
+
+    /// Saves `gan` as the checkpoint of `state` under `output`; returns its folder URL.
+    fn save_gan(runtime: &tokio::runtime::Runtime, output: &Location, gan: &Gan, state: &TrainState) -> String {
+        let files = vec![
+            (GENERATOR, to_safetensors(gan.generator_tensors().iter()).unwrap()),
+            (CRITIC, to_safetensors(gan.critic_tensors().iter()).unwrap()),
+            (
+                OPTIMIZER,
+                to_safetensors(gan.optimizer_tensors().iter().map(|(n, t)| (n, t))).unwrap(),
+            ),
+        ];
+        runtime.block_on(save(output, files, state)).unwrap()
+    }
+
+    fn same(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> bool {
+        a.len() == b.len() && a.iter().all(|(name, t)| b.get(name).is_some_and(|u| t.equal(u)))
+    }
+
+    #[test]
+    fn a_checkpoints_generator_opens_with_its_saved_weights_and_a_resumed_gan_gets_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().to_str().unwrap();
+        let output = Location::parse(url).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let config = job(8, url);
+        // Weights other than a fresh build's: another seed.
+        let mut other = config.clone();
+        other.train.seed = 11;
+        let saved = Gan::for_job(&other, 3, 2, Device::Cpu);
+        let folder = save_gan(&runtime, &output, &saved, &state(&config, 5));
+        assert_eq!(folder, folder_url(&output, 5));
+
+        // A job output and a checkpoint folder both name it.
+        for name in [url, folder.as_str()] {
+            let (ckpt, gan) = runtime.block_on(open_generator(name, DeviceSpec::Cpu)).unwrap();
+            assert_eq!(ckpt.url, folder);
+            assert_eq!(ckpt.state.step, 5);
+            assert_eq!((gan.spec.width, gan.spec.z_dim, gan.spec.classes), (8, 8, 2));
+            assert!(same(&gan.generator_tensors(), &saved.generator_tensors()));
+            // Only the generator is restored.
+            assert!(!same(&gan.critic_tensors(), &saved.critic_tensors()));
+        }
+
+        let ckpt = runtime.block_on(async { load(&resolve(url).await?).await }).unwrap();
+        let mut resumed = Gan::for_job(&config, 3, 2, Device::Cpu);
+        ckpt.restore(&mut resumed).unwrap();
+        assert!(same(&resumed.generator_tensors(), &saved.generator_tensors()));
+        assert!(same(&resumed.critic_tensors(), &saved.critic_tensors()));
+    }
+
+    #[test]
+    fn a_generator_that_does_not_fit_its_jobs_networks_is_a_checkpoint_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().to_str().unwrap();
+        let output = Location::parse(url).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        // Tensors of width 8 under a state whose job says width 16.
+        let narrow = Gan::for_job(&job(8, url), 3, 2, Device::Cpu);
+        let folder = save_gan(&runtime, &output, &narrow, &state(&job(16, url), 2));
+        let error = runtime.block_on(open_generator(url, DeviceSpec::Cpu)).unwrap_err();
+        let Error::Checkpoint { url: at, message } = &error else {
+            panic!("not a checkpoint error: {error:?}");
+        };
+        assert_eq!(at, &folder);
+        assert!(message.contains("has shape"), "{message}");
+    }
 }

@@ -18,6 +18,7 @@ use tch::{Device, Kind, Tensor, nn};
 
 use crate::adam::{Adam, AdamConfig};
 use crate::collective::{self, Collective};
+use crate::config::JobConfig;
 use crate::model::{Critic, Generator, ModelSpec, channels_last, one_hot};
 
 /// Epsilon inside the gradient norm's square root (the book has none: NaN at zero gradient).
@@ -181,6 +182,32 @@ impl Gan {
             c_opt,
             step_config,
         }
+    }
+
+    /// The networks a job's config describes, for a dataset with `channels` and `classes`:
+    /// its `[model]` shapes, its Adam and step settings and its seed.
+    pub fn for_job(config: &JobConfig, channels: i64, classes: i64, device: Device) -> Self {
+        let m = &config.model;
+        let t = &config.train;
+        let spec = ModelSpec {
+            image_size: m.image_size,
+            channels,
+            classes,
+            z_dim: m.z_dim,
+            width: m.width,
+            dropout: m.dropout,
+        };
+        let adam = AdamConfig {
+            lr: t.lr,
+            beta1: t.beta1,
+            beta2: t.beta2,
+            eps: t.adam_eps,
+        };
+        let step = StepConfig {
+            critic_steps: t.critic_steps,
+            gp_weight: t.gp_weight,
+        };
+        Self::new(spec, device, adam, step, t.seed)
     }
 
     /// `c_loss, c_wass_loss, c_gp` for given fakes and interpolation weights `alpha` `[batch]`:

@@ -3,20 +3,25 @@
 //! - [`config`]: the job file; [`model`]: generator and critic; [`adam`]: the optimiser with
 //!   its state exposed; [`gan`]: both networks and the training step.
 //! - [`train`]: a job in one process (data from [`dataprep`], exact resume from
-//!   [`checkpoint`]s, sample grids and metrics); [`samples`]: grids and `worker generate`.
-//! - [`agent`]: `worker serve`, which runs a coordinator's assignments with [`train`].
-//! - [`bench`]: step throughput; [`device`]: device parsing and the node check.
+//!   [`checkpoint`]s, sample grids and metrics), with [`cadence`] deciding when it samples,
+//!   checkpoints and evaluates; [`samples`]: grids and `worker generate`.
 //! - [`eval`]: the generator's conditional control measured by a classifier trained on the
 //!   real data (`worker eval`, and every `train.eval_every` steps of a run).
-//! - [`collective`]: the gradient exchange between data-parallel ranks (c10d);
+//! - Shared leaves: [`pixels`] (images as bytes and as tensors), [`torch_guard`] (libtorch's
+//!   panics as errors), [`tensorboard`] (a run's event files). [`eval`] and [`samples`] import
+//!   nothing from [`train`]: the trainer calls them.
+//! - [`agent`]: `worker serve`, which runs a coordinator's assignments with [`train`];
+//!   [`telemetry`]: its Prometheus metrics; [`address`]: the address it advertises.
+//! - [`bench`]: step throughput; [`device`]: device parsing and the node check.
+//! - [`collective`]: the gradient exchange between data-parallel ranks (c10d's Gloo and NCCL
+//!   through a C++ shim), its rendezvous, `worker collective-check` and `worker bench-allreduce`;
 //!   [`parallel_check`]: its guarantees, computed by real processes for the tests.
-//! - [`collective`]: the gradient exchange between ranks (c10d's Gloo and NCCL through a C++
-//!   shim), its rendezvous, `worker collective-check` and `worker bench-allreduce`.
 
 pub mod adam;
 pub mod address;
 pub mod agent;
 pub mod bench;
+pub mod cadence;
 pub mod checkpoint;
 pub mod collective;
 pub mod config;
@@ -26,9 +31,11 @@ pub mod eval;
 pub mod gan;
 pub mod model;
 pub mod parallel_check;
+pub mod pixels;
 pub mod samples;
 pub mod telemetry;
 pub mod tensorboard;
+pub mod torch_guard;
 pub mod train;
 
 pub use error::{Error, Result};

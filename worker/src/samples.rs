@@ -6,24 +6,11 @@ use std::path::{Path, PathBuf};
 use dataprep::grid::Grid;
 use tch::{Device, Kind, Tensor};
 
+use crate::Result;
 use crate::checkpoint;
 use crate::config::DeviceSpec;
 use crate::gan::Gan;
-use crate::{Error, Result};
-
-/// Converts images in [-1, 1] `[n, c, h, w]` to u8 HWC bytes, image after image.
-pub fn to_u8_hwc(images: &Tensor) -> Vec<u8> {
-    let bytes = ((images.to_device(Device::Cpu).to_kind(Kind::Float) + 1.0) * 127.5)
-        .round()
-        .clamp(0.0, 255.0)
-        .to_kind(Kind::Uint8)
-        .permute([0, 2, 3, 1])
-        .contiguous();
-    let numel = bytes.numel();
-    let mut out = vec![0u8; numel];
-    bytes.copy_data(&mut out, numel);
-    out
-}
+use crate::pixels::to_u8_hwc;
 
 /// `rows` latent vectors drawn on the CPU from `seed` alone (the same on every device).
 pub fn fixed_latents(seed: u64, rows: i64, z_dim: i64) -> Tensor {
@@ -115,21 +102,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Writes `count` images per requested class from a checkpoint, and optionally the grid.
 pub async fn generate(options: &GenerateOptions) -> Result<Generated> {
-    let folder = checkpoint::resolve(&options.checkpoint).await?;
-    let ckpt = checkpoint::load(&folder).await?;
-    let device = crate::device::resolve(options.device)?;
-    let gan = crate::train::build_gan(
-        &ckpt.state.config,
-        ckpt.state.channels,
-        ckpt.state.classes.len() as i64,
-        device,
-    );
-    let mut gan = gan;
-    gan.load_generator(&ckpt.generator)
-        .map_err(|message| Error::Checkpoint {
-            url: ckpt.url.clone(),
-            message,
-        })?;
+    let (ckpt, gan) = checkpoint::open_generator(&options.checkpoint, options.device).await?;
     let names = &ckpt.state.classes;
     let wanted: Vec<usize> = match &options.label {
         None => (0..names.len()).collect(),
@@ -138,10 +111,7 @@ pub async fn generate(options: &GenerateOptions) -> Result<Generated> {
                 .iter()
                 .position(|n| n == label)
                 .or_else(|| label.parse::<usize>().ok().filter(|&i| i < names.len()))
-                .ok_or_else(|| Error::Checkpoint {
-                    url: ckpt.url.clone(),
-                    message: format!("no class {label:?}; classes: {}", names.join(", ")),
-                })?;
+                .ok_or_else(|| ckpt.error(format!("no class {label:?}; classes: {}", names.join(", "))))?;
             vec![index]
         }
     };

@@ -39,7 +39,7 @@ fn real(data: &str, split: Split) -> (Tensor, Tensor) {
             })
             .unwrap();
         let batch = loader.epoch(0, 0).next().await.unwrap().unwrap();
-        let images = worker::train::images_to_tensor(&batch.pixels, rows as i64, 32, 3, Device::Cpu);
+        let images = worker::pixels::images_to_tensor(&batch.pixels, rows as i64, 32, 3, Device::Cpu);
         (images, Tensor::from_slice(&batch.classes))
     })
 }
@@ -89,7 +89,7 @@ fn assess(job: &worker::config::JobConfig, data: &str, out: &std::path::Path) ->
     let location = base::Location::parse(out.to_str().unwrap()).unwrap();
     let folder = runtime.block_on(checkpoint::latest(&location)).unwrap().unwrap();
     let ckpt = runtime.block_on(checkpoint::load(&folder)).unwrap();
-    let mut gan = worker::train::build_gan(job, 3, 2, Device::Cpu);
+    let mut gan = worker::gan::Gan::for_job(job, 3, 2, Device::Cpu);
     gan.load_generator(&ckpt.generator).unwrap();
     tch::manual_seed(1234);
     let n = 200;
