@@ -1,5 +1,7 @@
-//! Devices: parsing the configured device, choosing one for `auto`, and reporting what libtorch
-//! sees on a machine (`worker device`).
+//! Devices, the worker's rules in one place: resolving the configured device ([`resolve`],
+//! choosing one for `auto`), the device a coordinator's job runs on here ([`for_job`]), the
+//! memory a rank may use here ([`rank_memory`], from `/proc/meminfo` or `nvidia-smi`), and
+//! reporting what libtorch sees on a machine (`worker device`).
 
 use std::path::PathBuf;
 
@@ -47,6 +49,43 @@ pub fn resolve(spec: DeviceSpec) -> Result<Device> {
         }
         DeviceSpec::Cpu => Ok(Device::Cpu),
     }
+}
+
+/// The device a job runs on at a worker: the job's `train.device`, unless it is `auto`, which
+/// takes the device the worker resolved its own setting to (`worker`).
+pub fn for_job(job: DeviceSpec, worker: DeviceSpec) -> DeviceSpec {
+    match job {
+        DeviceSpec::Auto => worker,
+        job => job,
+    }
+}
+
+/// What a worker tells the coordinator a rank may use on `device`, bytes: `limit` when set,
+/// else the GPU's memory (from `nvidia-smi`) for a CUDA device, else the host's total memory;
+/// 0 when unknown.
+pub fn rank_memory(device: DeviceSpec, limit: Option<u64>) -> u64 {
+    if let Some(limit) = limit {
+        return limit;
+    }
+    match device {
+        DeviceSpec::Cuda(index) => gpu_memory(index).unwrap_or(0),
+        _ => total_memory().unwrap_or(0),
+    }
+}
+
+/// A GPU's total memory from `nvidia-smi`, bytes.
+pub fn gpu_memory(index: usize) -> Option<u64> {
+    let output = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=memory.total",
+            "--format=csv,noheader,nounits",
+            "-i",
+            &index.to_string(),
+        ])
+        .output()
+        .ok()?;
+    let mib: u64 = String::from_utf8_lossy(&output.stdout).trim().parse().ok()?;
+    Some(mib << 20)
 }
 
 /// Memory the host has available now (`MemAvailable` of `/proc/meminfo`), bytes.
@@ -289,6 +328,23 @@ mod tests {
         }
         assert_eq!(choice.device, Device::cuda_if_available());
         assert_eq!(resolve(DeviceSpec::Auto).unwrap(), choice.device);
+    }
+
+    #[test]
+    fn a_job_on_auto_takes_the_worker_s_device_and_others_keep_theirs() {
+        let worker = DeviceSpec::Cuda(1);
+        assert_eq!(for_job(DeviceSpec::Auto, worker), worker);
+        assert_eq!(for_job(DeviceSpec::Cpu, worker), DeviceSpec::Cpu);
+        assert_eq!(for_job(DeviceSpec::Cuda(0), DeviceSpec::Cpu), DeviceSpec::Cuda(0));
+    }
+
+    #[test]
+    fn a_rank_s_memory_is_the_limit_else_the_host_s_for_the_cpu() {
+        assert_eq!(rank_memory(DeviceSpec::Cpu, Some(123)), 123);
+        assert_eq!(rank_memory(DeviceSpec::Cuda(0), Some(456)), 456);
+        let total = total_memory().expect("Linux has /proc/meminfo");
+        assert!(total > 0);
+        assert_eq!(rank_memory(DeviceSpec::Cpu, None), total);
     }
 
     #[test]

@@ -413,9 +413,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                 } else {
                     job.job.name.as_str()
                 };
-                let mut spec =
-                    worker::collective::GroupSpec::new(address, rank, world_size, name, 0, secret, tch::Device::Cpu);
+                let device = worker::device::resolve(job.train.device)?;
+                let mut spec = worker::collective::GroupSpec::new(address, rank, world_size, name, 0, secret, device);
                 spec.bind_host = bind_host;
+                spec.timeout = std::time::Duration::from_secs_f64(job.train.collective_timeout_s);
                 // Only rank 0 draws a progress bar.
                 options.progress &= rank == 0;
                 options.group = Some(spec);

@@ -177,11 +177,10 @@ impl WorkerMetrics {
             Some(Event::Checkpoint(c)) if c.write_seconds > 0.0 => {
                 self.checkpoint_write_seconds.observe(c.write_seconds);
             }
-            Some(Event::Finished(_)) => self.run_ended("finished"),
-            Some(Event::Failed(_)) => self.run_ended("failed"),
-            Some(Event::Stopped(_)) => self.run_ended("stopped"),
-            Some(Event::Preempted(_)) => self.run_ended("preempted"),
             _ => {}
+        }
+        if let Some(outcome) = event.outcome() {
+            self.run_ended(outcome);
         }
     }
 

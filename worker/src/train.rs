@@ -114,7 +114,8 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Progress hooks and the stop signal.
     pub observer: Option<Arc<dyn Observer>>,
-    /// This process's place in a data-parallel group; None: the only rank.
+    /// This process's place in a data-parallel group, complete: on the job's device (resolved)
+    /// with `train.collective_timeout_s`; None: the only rank.
     pub group: Option<GroupSpec>,
     /// Ranks of the group on this host (they share its cores when `train.threads` is 0).
     pub ranks_on_host: usize,
@@ -334,12 +335,7 @@ impl<'a> Run<'a> {
             tch::set_num_threads(threads);
         }
         let ranks = Timed::new(match &options.group {
-            Some(spec) => {
-                let mut spec = spec.clone();
-                spec.device = device;
-                spec.timeout = std::time::Duration::from_secs_f64(config.train.collective_timeout_s);
-                collective::connect(&spec)?
-            }
+            Some(spec) => collective::connect(spec)?,
             None => Box::new(Single),
         });
         let (rank, world_size) = (ranks.rank(), ranks.world_size());

@@ -206,8 +206,14 @@ impl GroupSpec {
     }
 
     /// The spec of a coordinator's assignment: rank 0's advertised address hosts the store,
-    /// and this rank's Gloo transport listens on the host of its own advertised address.
-    pub fn from_assignment(assignment: &gantry_proto::pb::Assignment, device: Device) -> Result<GroupSpec> {
+    /// and this rank's Gloo transport listens on the host of its own advertised address. The
+    /// tensors live on `device` (the job's, resolved on this worker), and `timeout` is the
+    /// job's collective timeout.
+    pub fn from_assignment(
+        assignment: &gantry_proto::pb::Assignment,
+        device: Device,
+        timeout: Duration,
+    ) -> Result<GroupSpec> {
         let invalid = |message: String| Error::Invalid { message };
         let rank = assignment.rank as usize;
         let world_size = assignment.world_size as usize;
@@ -232,6 +238,7 @@ impl GroupSpec {
             device,
         );
         spec.bind_host = Some(host.to_string());
+        spec.timeout = timeout;
         Ok(spec)
     }
 
@@ -419,15 +426,16 @@ mod tests {
             secret: "s".into(),
             spec: None,
         };
-        let spec = GroupSpec::from_assignment(&assignment, Device::Cpu).unwrap();
+        let spec = GroupSpec::from_assignment(&assignment, Device::Cpu, Duration::from_secs(7)).unwrap();
         assert_eq!(spec.address, "node-a:29500");
+        assert_eq!((spec.device, spec.timeout), (Device::Cpu, Duration::from_secs(7)));
         assert_eq!(spec.bind_host.as_deref(), Some("node-b"));
         assert_eq!((spec.rank, spec.world_size, spec.attempt), (1, 2, 3));
         let short = gantry_proto::pb::Assignment {
             peers: vec!["node-a:29500".into()],
             ..assignment
         };
-        let err = GroupSpec::from_assignment(&short, Device::Cpu).unwrap_err();
+        let err = GroupSpec::from_assignment(&short, Device::Cpu, DEFAULT_TIMEOUT).unwrap_err();
         assert!(err.to_string().contains("1 peer address(es) for a world of 2"), "{err}");
     }
 
