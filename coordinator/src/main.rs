@@ -1,4 +1,9 @@
 //! `coordinator`: gantry's control plane server and its job CLI.
+//!
+//! The load generator of `coordinator bench` ([`bench`]) is the binary's own module: it drives
+//! a coordinator from outside and is not part of the server library.
+
+mod bench;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -110,7 +115,7 @@ enum Command {
     List {
         /// Only jobs in this state (repeatable).
         #[arg(long, value_enum)]
-        state: Vec<coordinator::core::State>,
+        state: Vec<StateArg>,
         /// Only jobs with this name (`job.name`, exactly).
         #[arg(long, default_value = "")]
         name: String,
@@ -131,7 +136,7 @@ enum Command {
     /// with simulated workers and jobs over gRPC; print latencies, false losses, writes, memory
     /// and the restart time. Exits non-zero if a live worker was lost, a call failed or a record
     /// went missing.
-    Bench(coordinator::bench::BenchOptions),
+    Bench(bench::BenchOptions),
     /// Follow a job's state, metrics and checkpoints until it ends; exit non-zero unless it succeeds.
     Watch {
         /// Job id.
@@ -139,6 +144,34 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+}
+
+/// A job state as `list --state` spells it (`queued`, `running`, ...): the CLI's own names,
+/// mapped to the wire's states here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StateArg {
+    /// Waiting for workers.
+    Queued,
+    /// On a gang.
+    Running,
+    /// Reached its last step.
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl From<StateArg> for pb::JobState {
+    fn from(state: StateArg) -> Self {
+        match state {
+            StateArg::Queued => pb::JobState::Queued,
+            StateArg::Running => pb::JobState::Running,
+            StateArg::Succeeded => pb::JobState::Succeeded,
+            StateArg::Failed => pb::JobState::Failed,
+            StateArg::Cancelled => pb::JobState::Cancelled,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -313,7 +346,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Bench(mut options) => {
             options.binary = std::env::current_exe().context("the coordinator binary's path")?;
-            let report = coordinator::bench::run(options.clone(), &mut std::io::stderr()).await?;
+            let report = bench::run(options.clone(), &mut std::io::stderr()).await?;
             report.write(&options, &mut out)?;
             let problems = report.problems();
             anyhow::ensure!(

@@ -2,8 +2,9 @@
 //!
 //! - Read from the core at scrape time ([`CoreCollector`]): jobs by state, the queue's length
 //!   and its oldest job's wait, workers registered and busy.
-//! - Counted by the core as things happen ([`crate::core::Counters`]): workers lost to missed
-//!   heartbeats, restarts and preemptions, the wait from submission to first assignment.
+//! - Counted as things happen ([`crate::telemetry::Telemetry`], by the typed events of the
+//!   core and the job store): workers lost to missed heartbeats, restarts and preemptions, the
+//!   wait from submission to first assignment, jobs ended by state, job records written.
 //! - Counted by a tower layer on the gRPC server ([`RpcMetricsLayer`]): calls by service, method
 //!   and status code, and their latency (until the response's last byte, so a `WatchJob`
 //!   stream counts for as long as it lasts).
@@ -28,6 +29,7 @@ use prometheus_client::registry::Registry;
 
 use crate::core::now_ms;
 use crate::service::Coordinator;
+use crate::telemetry::StateLabel;
 
 /// The coordinator's metrics registry.
 #[derive(Debug)]
@@ -39,27 +41,9 @@ impl Metrics {
     /// The registry over `coordinator` (its gauges and counters) and the gRPC layer's `rpc`.
     pub fn new(coordinator: &Coordinator, rpc: &RpcMetrics) -> Self {
         let mut registry = Registry::with_prefix("gantry");
-        let counters = coordinator.read(|core| core.counters().clone());
-        registry.register(
-            "workers_lost",
-            "Workers dropped from the pool for missing their heartbeats",
-            counters.workers_lost,
-        );
-        registry.register(
-            "job_restarts",
-            "Gangs that failed and were re-queued to restart from their latest checkpoint",
-            counters.restarts,
-        );
-        registry.register(
-            "job_preemptions",
-            "Gangs stopped because a worker was shutting down, re-queued without using a restart",
-            counters.preemptions,
-        );
-        registry.register(
-            "queue_wait_seconds",
-            "Seconds from a job's submission to its first assignment",
-            counters.queue_wait,
-        );
+        coordinator
+            .read(|core| core.telemetry().clone())
+            .register(&mut registry);
         registry.register(
             "grpc_server_handled",
             "gRPC calls completed, by service, method and status code",
@@ -89,19 +73,12 @@ struct CoreCollector {
     coordinator: Coordinator,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabel {
-    state: &'static str,
-}
-
 impl Collector for CoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let census = self.coordinator.read(|core| core.census(now_ms()));
         let mut jobs = encoder.encode_descriptor("jobs", "Jobs by state.", None, MetricType::Gauge)?;
         for (state, count) in &census.jobs {
-            let label = StateLabel {
-                state: state_label(*state),
-            };
+            let label = StateLabel::from(*state);
             ConstGauge::new(*count as i64).encode(jobs.encode_family(&label)?)?;
         }
         let queued = census
@@ -126,17 +103,6 @@ impl Collector for CoreCollector {
         )?;
         ConstGauge::new(census.oldest_wait_seconds).encode(oldest)?;
         Ok(())
-    }
-}
-
-fn state_label(state: crate::core::State) -> &'static str {
-    use crate::core::State;
-    match state {
-        State::Queued => "queued",
-        State::Running => "running",
-        State::Succeeded => "succeeded",
-        State::Failed => "failed",
-        State::Cancelled => "cancelled",
     }
 }
 

@@ -18,7 +18,7 @@ use gantry_proto::pb::worker_service_server::WorkerService;
 use tokio::sync::{broadcast, mpsc, watch};
 use tonic::{Request, Response, Status};
 
-use crate::core::{Core, Event, State, Timing};
+use crate::core::{Core, Environment, Event, State, Timing};
 use crate::store::JobStore;
 use crate::{Error, Result};
 
@@ -171,7 +171,12 @@ impl Coordinator {
         let queued = records.iter().filter(|r| r.state == State::Queued).count();
         let running = records.iter().filter(|r| r.state == State::Running).count();
         tracing::info!(store = %store.url(), jobs = records.len(), queued, running, "job store loaded");
-        let core = Core::recover(timing, records, Instant::now());
+        // The core counts into the store's telemetry: one set of metrics for both.
+        let environment = Environment {
+            telemetry: store.telemetry().clone(),
+            ..Environment::default()
+        };
+        let core = Core::recover_with(timing, records, Instant::now(), environment);
         let (generation, _) = watch::channel(core.generation());
         let coordinator = Self {
             inner: Arc::new(Inner {

@@ -10,7 +10,6 @@
 //! share a write).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use base::Location;
@@ -18,6 +17,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::core::JobRecord;
 use crate::lease::Fence;
+use crate::telemetry::{InternalEvent, Telemetry};
 use crate::{Error, Result};
 
 /// Records read at once when a coordinator starts.
@@ -28,7 +28,8 @@ const LOAD_CONCURRENCY: usize = 32;
 pub struct JobStore {
     jobs: Location,
     slots: Arc<Mutex<HashMap<String, Arc<Slot>>>>,
-    written: Arc<AtomicU64>,
+    /// Where writes are counted ([`InternalEvent::RecordWritten`]); the core emits into it too.
+    telemetry: Telemetry,
     fence: Option<Fence>,
 }
 
@@ -47,7 +48,7 @@ impl JobStore {
         Ok(Self {
             jobs: Location::parse(url)?.join("jobs"),
             slots: Arc::default(),
-            written: Arc::default(),
+            telemetry: Telemetry::default(),
             fence: None,
         })
     }
@@ -65,7 +66,12 @@ impl JobStore {
 
     /// Records written since this store was opened.
     pub fn records_written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
+        self.telemetry.records_written.get()
+    }
+
+    /// The telemetry its writes are counted in (the coordinator's core shares it).
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// Writes a record now (no staging, no ordering with other writes of it).
@@ -75,7 +81,11 @@ impl JobStore {
         }
         let json = serde_json::to_vec_pretty(record).expect("records serialise");
         self.jobs.put(&format!("{}.json", record.id), json).await?;
-        self.written.fetch_add(1, Ordering::Relaxed);
+        InternalEvent::RecordWritten {
+            job_id: &record.id,
+            version: record.version,
+        }
+        .emit(&self.telemetry);
         Ok(())
     }
 

@@ -234,7 +234,7 @@ impl Default for ScheduleConfig {
 
 /// A configured device, before it is looked up on a machine. Written `auto`, `cpu`, `cuda` or
 /// `cuda:N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum DeviceSpec {
     /// CUDA when available, else the CPU.
@@ -257,6 +257,23 @@ impl FromStr for DeviceSpec {
                 Some(Ok(i)) => Ok(Self::Cuda(i)),
                 _ => Err(format!("{spec:?} is not auto, cpu, cuda or cuda:N")),
             },
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// Whether a worker that reports `worker_device` (its registration's `device`: `cpu`,
+    /// `cuda:0`, ...) can run a rank of a job asking for this device. The coordinator places
+    /// ranks with this rule, and nowhere else decides it.
+    ///
+    /// A CUDA job (`cuda`, `cuda:N`) needs a CUDA worker: one whose device starts with `cuda`,
+    /// whatever its index (a worker runs its ranks on the device it reports; the job's index
+    /// names the device on a single machine, not across the pool). `auto` and `cpu` run
+    /// anywhere: a CUDA worker can run a CPU job.
+    pub fn runs_on(&self, worker_device: &str) -> bool {
+        match self {
+            Self::Cuda(_) => worker_device.starts_with("cuda"),
+            Self::Auto | Self::Cpu => true,
         }
     }
 }
@@ -784,5 +801,22 @@ mod tests {
             assert_eq!(device.to_string(), text);
         }
         assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
+    }
+
+    #[test]
+    fn a_cuda_job_runs_only_on_cuda_workers_and_others_run_anywhere() {
+        for spec in ["cuda", "cuda:0", "cuda:3"] {
+            let device: DeviceSpec = spec.parse().unwrap();
+            assert!(device.runs_on("cuda:0"), "{spec} on cuda:0");
+            assert!(device.runs_on("cuda:7"), "{spec} on cuda:7");
+            assert!(device.runs_on("cuda"), "{spec} on cuda");
+            assert!(!device.runs_on("cpu"), "{spec} on cpu");
+            assert!(!device.runs_on(""), "{spec} on a worker that said nothing");
+        }
+        for device in [DeviceSpec::Auto, DeviceSpec::Cpu] {
+            for worker in ["cpu", "cuda:0", ""] {
+                assert!(device.runs_on(worker), "{device} on {worker:?}");
+            }
+        }
     }
 }
