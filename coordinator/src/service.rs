@@ -122,12 +122,8 @@ impl Access {
                 return Err(format!("{key} {url} overlaps the coordinator's job records"));
             }
         }
-        check_job(&self.read, &self.write, &config.data.url, &config.output.url, false).map_err(|r| {
-            format!(
-                "{} {} is outside the prefixes jobs may {}: {}",
-                r.key, r.url, r.verb, r.allowed
-            )
-        })
+        check_job(&self.read, &self.write, &config.data.url, &config.output.url, false)
+            .map_err(|r| r.message(base::access::Guard::Coordinator))
     }
 }
 

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use base::Location;
+use base::layout::{self, CHECKPOINTS, LATEST};
 use dataprep::Position;
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
@@ -20,11 +21,8 @@ use crate::config::{DeviceSpec, JobConfig};
 use crate::gan::{Gan, StepMetrics};
 use crate::{Error, Result};
 
-/// Folder of checkpoints inside a job output.
-pub const CHECKPOINTS: &str = "checkpoints";
 const MANIFEST: &str = "manifest.json";
 const STATE: &str = "state.json";
-const LATEST: &str = "latest";
 /// The tensor files of a checkpoint.
 pub const GENERATOR: &str = "generator.safetensors";
 /// Critic weights.
@@ -120,11 +118,6 @@ pub async fn open_generator(url: &str, device: DeviceSpec) -> Result<(Checkpoint
     Ok((ckpt, gan))
 }
 
-/// Folder name of the checkpoint at `step`.
-pub fn folder_name(step: u64) -> String {
-    format!("step-{step:07}")
-}
-
 /// A CPU copy of a tensor in safetensors form.
 struct Owned {
     dtype: Dtype,
@@ -180,12 +173,16 @@ fn sha256(bytes: &[u8]) -> String {
 
 /// The URL of step `step`'s checkpoint folder under `output` (what [`save`] returns).
 pub fn folder_url(output: &Location, step: u64) -> String {
-    output.join(CHECKPOINTS).join(&folder_name(step)).url().to_string()
+    output
+        .join(CHECKPOINTS)
+        .join(&layout::checkpoint_folder(step))
+        .url()
+        .to_string()
 }
 
 /// Writes a checkpoint for `state.step` under `output`; returns its folder URL.
 pub async fn save(output: &Location, files: Vec<(&'static str, Vec<u8>)>, state: &TrainState) -> Result<String> {
-    let name = folder_name(state.step);
+    let name = layout::checkpoint_folder(state.step);
     let folder = output.join(CHECKPOINTS).join(&name);
     // A folder left by an interrupted write of the same step is replaced: uncommit it first.
     folder.delete(MANIFEST).await?;
@@ -217,14 +214,14 @@ pub async fn save(output: &Location, files: Vec<(&'static str, Vec<u8>)>, state:
 /// manifest) newer than it are reported with a warning and skipped.
 pub async fn latest(output: &Location) -> Result<Option<Location>> {
     let checkpoints = output.join(CHECKPOINTS);
-    let mut names: Vec<String> = checkpoints
+    let mut names: Vec<(u64, String)> = checkpoints
         .list_dirs()
         .await?
         .into_iter()
-        .filter(|n| n.starts_with("step-"))
+        .filter_map(|n| Some((layout::step_of(&n, "")?, n)))
         .collect();
     names.sort();
-    for name in names.into_iter().rev() {
+    for (_, name) in names.into_iter().rev() {
         let folder = checkpoints.join(&name);
         if folder.get_opt(MANIFEST).await?.is_some() {
             return Ok(Some(folder));

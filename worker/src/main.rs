@@ -349,9 +349,9 @@ fn main() -> ExitCode {
     worker::keep_freed_memory();
     // tch panics with libtorch's whole C++ stack in the message: print its first line and where.
     std::panic::set_hook(Box::new(|info| {
-        let message = worker::torch_guard::panic_text(info.payload());
+        let message = base::panic::message(info.payload());
         let location = info.location().map(|l| format!(" at {l}")).unwrap_or_default();
-        eprintln!("panicked{location}: {}", worker::torch_guard::libtorch_message(message));
+        eprintln!("panicked{location}: {}", worker::torch_guard::libtorch_message(&message));
     }));
     let cli = Cli::parse();
     base::logging::init(cli.log_format);

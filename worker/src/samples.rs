@@ -14,7 +14,7 @@ use crate::pixels::to_u8_hwc;
 
 /// `rows` latent vectors drawn on the CPU from `seed` alone (the same on every device).
 pub fn fixed_latents(seed: u64, rows: i64, z_dim: i64) -> Tensor {
-    tch::manual_seed(base::seed::mix(&[seed, 0x5A_4D]) as i64);
+    tch::manual_seed(base::seed::mix(&[seed, base::seed::tag::SAMPLE_LATENTS]) as i64);
     Tensor::randn([rows, z_dim], (Kind::Float, Device::Cpu))
 }
 

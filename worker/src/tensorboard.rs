@@ -17,9 +17,6 @@ use prost::Message;
 
 use crate::Result;
 
-/// Folder of the event files in a job's output.
-pub const FOLDER: &str = "tensorboard";
-
 /// A file is closed (and a new one started) once it holds this many bytes.
 pub const SEGMENT_BYTES: usize = 8 << 20;
 
@@ -168,7 +165,7 @@ impl EventWriter {
             std::process::id()
         );
         let mut writer = Self {
-            folder: output.join(FOLDER),
+            folder: output.join(base::layout::TENSORBOARD),
             stem,
             segment: 0,
             buffer: Vec::new(),
@@ -361,7 +358,7 @@ mod tests {
         w.scalars(3, &step_scalars(&line));
         assert!(!w.flush_due(), "an hour has not passed");
         rt.block_on(w.flush()).unwrap();
-        let bytes = std::fs::read(dir.path().join(FOLDER).join(w.file_name())).unwrap();
+        let bytes = std::fs::read(dir.path().join(base::layout::TENSORBOARD).join(w.file_name())).unwrap();
         let events = records(&bytes);
         assert_eq!(events[0].file_version.as_deref(), Some("brain.Event:2"));
         let summary = events[1].summary.as_ref().unwrap();
@@ -388,7 +385,7 @@ mod tests {
         assert!(err.contains("not a PNG"), "{err}");
         assert!(w.flush_due());
         rt.block_on(w.flush()).unwrap();
-        let bytes = std::fs::read(dir.path().join(FOLDER).join(w.file_name())).unwrap();
+        let bytes = std::fs::read(dir.path().join(base::layout::TENSORBOARD).join(w.file_name())).unwrap();
         let events = records(&bytes);
         let image = events[1].summary.as_ref().unwrap().value[0].image.as_ref().unwrap();
         assert_eq!((image.width, image.height, image.colorspace), (5, 3, 3));

@@ -1,21 +1,10 @@
 //! libtorch's failures as errors. tch's infallible calls panic when libtorch fails (an
 //! allocation failure among others), with libtorch's whole C++ stack in the message: [`catch`]
 //! runs such calls and turns a panic into [`Error::Allocation`]; [`libtorch_message`] keeps the
-//! first line of libtorch's text; [`panic_text`] reads a panic's payload (the `worker` binary's
-//! panic hook prints it with [`libtorch_message`]).
-
-use std::any::Any;
+//! first line of libtorch's text (the `worker` binary's panic hook prints a panic's
+//! [`base::panic::message`] with it).
 
 use crate::{Error, Result};
-
-/// The text of a panic's payload (what `panic!` and tch's `unwrap`s carry).
-pub fn panic_text(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| payload.downcast_ref::<&str>().copied())
-        .unwrap_or("a panic without a message")
-}
 
 /// The first line of a libtorch error out of a tch panic's text (`called Result::unwrap() on
 /// an Err value: Torch("[enforce fail ...] DefaultCPUAllocator: can't allocate memory: you tried
@@ -35,9 +24,9 @@ pub fn libtorch_message(panic: &str) -> String {
 /// Runs `f`, turning a libtorch panic (tch's infallible calls panic on errors, allocation
 /// failures included) into [`Error::Allocation`] naming `during` and libtorch's message.
 pub fn catch<T>(during: &str, f: impl FnOnce() -> T) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| Error::Allocation {
+    base::panic::catch(f).map_err(|panic| Error::Allocation {
         during: during.to_string(),
-        message: libtorch_message(panic_text(panic.as_ref())),
+        message: libtorch_message(&panic),
     })
 }
 
@@ -73,11 +62,7 @@ mod tests {
     }
 
     #[test]
-    fn a_call_that_succeeds_gives_its_value_and_payloads_read_as_text() {
+    fn a_call_that_succeeds_gives_its_value() {
         assert_eq!(catch("nothing", || 6 * 7).unwrap(), 42);
-        let text: Box<dyn Any + Send> = Box::new(String::from("owned"));
-        assert_eq!(panic_text(text.as_ref()), "owned");
-        let number: Box<dyn Any + Send> = Box::new(42);
-        assert_eq!(panic_text(number.as_ref()), "a panic without a message");
     }
 }

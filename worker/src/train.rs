@@ -12,7 +12,7 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Instant;
 
-use base::Location;
+use base::{Location, layout};
 use dataprep::{Batch, BatchStream, Classes, Dataset, LoaderOptions, Position};
 use gantry_proto::pb;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -30,11 +30,6 @@ use crate::samples;
 use crate::tensorboard::{self, EventWriter};
 use crate::torch_guard;
 use crate::{Error, Result};
-
-/// File of the resolved config in a job output.
-pub const CONFIG_FILE: &str = "config.toml";
-/// File of the per-step metrics (JSON lines) in a job output.
-pub const METRICS_FILE: &str = "metrics.jsonl";
 
 /// One line of `metrics.jsonl`, and what the coordinator is told of each step: the wire's
 /// [`pb::StepMetrics`] (`step`, `epoch`, the four losses, `images_per_sec` since the (re)start).
@@ -141,10 +136,7 @@ impl Allow {
     pub fn check(&self, config: &JobConfig) -> Result<()> {
         base::access::check_job(&self.read, &self.write, &config.data.url, &config.output.url, true).map_err(|r| {
             Error::Denied {
-                message: format!(
-                    "{} {} is outside the prefixes this worker lets jobs {}: {}",
-                    r.key, r.url, r.verb, r.allowed
-                ),
+                message: r.message(base::access::Guard::Worker),
             }
         })
     }
@@ -208,7 +200,7 @@ fn check_resumable(config: &JobConfig, state: &TrainState, url: &str) -> Result<
 /// (latents, interpolation weights, dropout) depends on (seed, step, rank) only, so a resumed
 /// run draws exactly what an uninterrupted one would.
 pub fn step_seed(seed: u64, step: u64, rank: usize) -> i64 {
-    base::seed::mix(&[seed, step, 0x57E9, rank as u64]) as i64
+    base::seed::mix(&[seed, step, base::seed::tag::STEP, rank as u64]) as i64
 }
 
 /// Refuses a job whose estimated memory ([`gantry_job::memory`]) exceeds `limit`, or on the
@@ -397,7 +389,7 @@ impl<'a> Run<'a> {
                 return Ok::<_, Error>(None);
             };
             let ckpt = checkpoint::load(&folder).await?;
-            let metrics_file = output.get_opt(METRICS_FILE).await?;
+            let metrics_file = output.get_opt(layout::METRICS_FILE).await?;
             Ok(Some((ckpt, metrics_file)))
         })?;
         let Some((ckpt, metrics_file)) = found else {
@@ -441,9 +433,9 @@ impl<'a> Run<'a> {
                 // Only into an empty prefix or a run of ours (the marker goes first, so an
                 // interrupted run resumes); runs from before the marker are known by their
                 // checkpoints.
-                let legacy = |name: &str| name == checkpoint::CHECKPOINTS;
+                let legacy = |name: &str| name == layout::CHECKPOINTS;
                 base::access::claim(output, base::access::RUN_MARKER, legacy, false).await?;
-                output.put(CONFIG_FILE, config.to_toml().into_bytes()).await
+                output.put(layout::CONFIG_FILE, config.to_toml().into_bytes()).await
             })?;
             self.events = Some(EventWriter::new(&self.output, EVENTS_FLUSH));
         }
@@ -627,12 +619,12 @@ impl<'a> Run<'a> {
         let (output, gan, events) = (&self.output, &self.gan, self.events.as_mut());
         self.runtime.block_on(async move {
             if let Some(png) = writes.sample {
-                let name = format!("samples/{}.png", checkpoint::folder_name(step));
+                let name = format!("{}/{}", layout::SAMPLES, layout::sample_file(step));
                 output.put(&name, png).await?;
             }
             let writing = Instant::now();
             if let Some(metrics) = metrics {
-                output.put(METRICS_FILE, metrics).await?;
+                output.put(layout::METRICS_FILE, metrics).await?;
             }
             let mut written = None;
             if let Some(state) = state {

@@ -66,7 +66,7 @@ impl Rendezvous {
         let (tcp_store, port, job_store) = loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let (tcp_store, port) =
-                Store::open(host, port, spec.rank == 0, left.max(Duration::from_millis(1))).map_err(store_error)?;
+                Store::open(&host, port, spec.rank == 0, left.max(Duration::from_millis(1))).map_err(store_error)?;
             let job_store = tcp_store
                 .prefixed(&format!("gantry/{}", spec.job))
                 .map_err(store_error)?;

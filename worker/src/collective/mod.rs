@@ -237,7 +237,7 @@ impl GroupSpec {
             assignment.secret.clone(),
             device,
         );
-        spec.bind_host = Some(host.to_string());
+        spec.bind_host = Some(host);
         spec.timeout = timeout;
         Ok(spec)
     }
@@ -273,17 +273,10 @@ impl GroupSpec {
 }
 
 /// `HOST:PORT` (`[v6]:PORT` too) as host and port.
-fn split_address(address: &str) -> Result<(&str, u16)> {
-    let invalid = || Error::Invalid {
-        message: format!("address {address:?} is not HOST:PORT"),
-    };
-    let (host, port) = address.rsplit_once(':').ok_or_else(invalid)?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    let port = port.parse().map_err(|_| invalid())?;
-    if host.is_empty() {
-        return Err(invalid());
-    }
-    Ok((host, port))
+fn split_address(address: &str) -> Result<(String, u16)> {
+    base::address::HostPort::parse_with_port(address).map_err(|why| Error::Invalid {
+        message: format!("address {address:?} is not HOST:PORT: {why}"),
+    })
 }
 
 /// The group of `spec`: [`Single`] for a world of one, else a c10d [`ProcessGroup`] (which
@@ -390,9 +383,9 @@ mod tests {
 
     #[test]
     fn addresses_split_into_host_and_port() {
-        assert_eq!(split_address("127.0.0.1:29500").unwrap(), ("127.0.0.1", 29500));
-        assert_eq!(split_address("node-3:0").unwrap(), ("node-3", 0));
-        assert_eq!(split_address("[::1]:7").unwrap(), ("::1", 7));
+        assert_eq!(split_address("127.0.0.1:29500").unwrap(), ("127.0.0.1".into(), 29500));
+        assert_eq!(split_address("node-3:0").unwrap(), ("node-3".into(), 0));
+        assert_eq!(split_address("[::1]:7").unwrap(), ("::1".into(), 7));
         for bad in ["node", "node:", ":80", "node:http", "node:70000"] {
             let err = split_address(bad).unwrap_err();
             assert!(err.to_string().contains("is not HOST:PORT"), "{bad}: {err}");

@@ -17,13 +17,10 @@ use super::classifier::{
     CachedFile, Classifier, ClassifierInfo, ClassifierSettings, Provenance, TrainedOn, build, train_classifier,
 };
 use super::frechet::Stats;
-use super::report::EVAL;
 use super::split::{held_out_split, invalid};
 use crate::Result;
 use crate::checkpoint;
 
-/// Folder of the cached classifier inside [`EVAL`].
-pub const CLASSIFIER: &str = "classifier";
 /// The classifier's description, written last: a cache without it does not exist.
 pub const CLASSIFIER_INFO: &str = "classifier.json";
 const WEIGHTS: &str = "weights.safetensors";
@@ -89,7 +86,7 @@ pub fn prepare_classifier(
 ) -> Result<Classifier> {
     let started = Instant::now();
     let wanted = trained_on(dataset, condition, image_size, settings, runtime)?;
-    let cache = output.join(EVAL).join(CLASSIFIER);
+    let cache = output.join(base::layout::EVAL).join(base::layout::CLASSIFIER);
     match load_cached(&cache, &wanted, device, runtime)? {
         Ok(mut classifier) => {
             classifier.seconds = started.elapsed().as_secs_f64();

@@ -293,7 +293,7 @@ pub(super) fn train_classifier(
         batch,
         "training the evaluation classifier"
     );
-    tch::manual_seed(base::seed::mix(&[settings.seed, 0xC1A5]) as i64);
+    tch::manual_seed(base::seed::mix(&[settings.seed, base::seed::tag::CLASSIFIER]) as i64);
     let (vs, net) = build(&on, device);
     let mut optimizer = nn::Adam::default().build(&vs, settings.lr)?;
     let loader = dataset.loader(LoaderOptions {

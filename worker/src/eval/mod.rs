@@ -53,13 +53,13 @@ mod run;
 mod score;
 mod split;
 
-pub use cache::{CLASSIFIER, CLASSIFIER_INFO, prepare_classifier};
+pub use cache::{CLASSIFIER_INFO, prepare_classifier};
 pub use classifier::{
     Classifier, ClassifierInfo, ClassifierSettings, FEATURES, HeldOut, HeldOutClass, Provenance, TrainedOn,
     TrainingFacts,
 };
 pub use frechet::{Stats, frechet_distance, mixture_distance, stats_distance};
-pub use report::{EVAL, FRECHET_NOTE, NOT_MEASURED, Report, write_report};
+pub use report::{FRECHET_NOTE, NOT_MEASURED, Report, write_report};
 pub use run::{CheckpointEvaluation, EvalOptions, InTraining, evaluate_checkpoint};
 pub use score::{ClassFigures, Evaluated, Images, Labelled, Rendered, evaluate};
 pub use split::{held_out_split, read_split};

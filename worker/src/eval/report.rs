@@ -13,11 +13,8 @@ use tokio::runtime::Handle;
 use super::classifier::{Classifier, ClassifierInfo, Provenance};
 use super::score::{Evaluated, Rendered, evaluate};
 use crate::Result;
-use crate::checkpoint;
 use crate::gan::Gan;
 
-/// Folder of evaluation reports inside a job output.
-pub const EVAL: &str = "eval";
 /// Value of an unmeasurable figure in [`pb::Evaluation`].
 pub const NOT_MEASURED: f64 = -1.0;
 
@@ -147,8 +144,8 @@ impl Report {
 
 /// Writes `report` to `<output>/eval/step-NNNNNNN.json`; returns its URL.
 pub fn write_report(output: &Location, report: &Report, runtime: &Handle) -> Result<String> {
-    let name = format!("{}.json", checkpoint::folder_name(report.step));
-    let folder = output.join(EVAL);
+    let name = base::layout::eval_report(report.step);
+    let folder = output.join(base::layout::EVAL);
     let json = serde_json::to_vec_pretty(report).expect("report serialises");
     runtime.block_on(folder.put(&name, json))?;
     Ok(folder.url_of(&name))

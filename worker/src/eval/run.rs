@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use base::Location;
+use base::{Location, layout};
 use dataprep::Dataset;
 use gantry_proto::pb;
 use tokio::runtime::Handle;
@@ -111,23 +111,16 @@ pub struct CheckpointEvaluation {
     pub evaluation: pb::Evaluation,
 }
 
-/// The job output holding a checkpoint folder (`<output>/checkpoints/step-N`).
-fn run_output(folder: &str) -> Option<&str> {
-    let (parent, name) = folder.trim_end_matches('/').rsplit_once('/')?;
-    let (output, checkpoints) = parent.rsplit_once('/')?;
-    (name.starts_with("step-") && checkpoints == checkpoint::CHECKPOINTS && !output.is_empty()).then_some(output)
-}
-
 /// `worker eval`: evaluates a checkpoint's generator at its step and writes the report into the
 /// run's output (the classifier is cached there, shared with the run's own evaluations). Blocks
 /// the calling thread, which must not be one of `runtime`'s.
 pub fn evaluate_checkpoint(options: &EvalOptions, runtime: &Handle) -> Result<CheckpointEvaluation> {
     let started = Instant::now();
     let (ckpt, gan) = runtime.block_on(checkpoint::open_generator(&options.checkpoint, options.device))?;
-    let output = run_output(&ckpt.url).ok_or_else(|| {
+    let output = layout::run_output_of_checkpoint(&ckpt.url).ok_or_else(|| {
         ckpt.error(format!(
             "not inside a run's output (expected <output>/{}/step-N)",
-            checkpoint::CHECKPOINTS
+            layout::CHECKPOINTS
         ))
     })?;
     let output = Location::parse(output)?;
@@ -175,20 +168,4 @@ pub fn evaluate_checkpoint(options: &EvalOptions, runtime: &Handle) -> Result<Ch
         report,
         url,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_checkpoint_folder_names_its_run_output() {
-        assert_eq!(run_output("/runs/a/checkpoints/step-0000004"), Some("/runs/a"));
-        assert_eq!(
-            run_output("s3://b/runs/a/checkpoints/step-0000004/"),
-            Some("s3://b/runs/a")
-        );
-        assert_eq!(run_output("/runs/a/step-0000004"), None);
-        assert_eq!(run_output("step-1"), None);
-    }
 }

@@ -36,7 +36,7 @@ pub struct Rendered<'a> {
 impl<'a> Rendered<'a> {
     /// `samples` latents drawn on the CPU from `seed` alone (the same on every device).
     pub fn new(gan: &'a Gan, samples: u64, seed: u64) -> Self {
-        tch::manual_seed(base::seed::mix(&[seed, 0xE7A1]) as i64);
+        tch::manual_seed(base::seed::mix(&[seed, base::seed::tag::EVAL_RENDER]) as i64);
         let latents = Tensor::randn([samples as i64, gan.spec.z_dim], (Kind::Float, Device::Cpu));
         Self { gan, latents }
     }
