@@ -9,6 +9,7 @@ use gantry_proto::pb;
 use gantry_proto::pb::job_event::Event;
 
 use crate::cluster::*;
+use crate::observability::{scrape, worker_metrics_url};
 use crate::util::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -182,7 +183,8 @@ fn a_gang_of_two_is_placed_together_and_trains_one_model() {
         let scratch = Scratch::new();
         let coord = coordinator(&scratch, scratch.path("state").to_str().unwrap(), "127.0.0.1:0", &[]);
         let mut client = jobs(&coord.addr, JOB_TOKEN);
-        let _w1 = worker(&scratch, &coord.addr, "w1");
+        let metrics = ["--metrics-listen", "127.0.0.1:0"];
+        let _w1 = worker_with(&scratch, &coord.addr, "w1", &metrics);
         let file = scratch.job_file("pair", 30, 10, "workers = 2\n");
         let id = submit(&scratch, &coord.addr, &file);
         let waiting = watch_until(
@@ -193,7 +195,7 @@ fn a_gang_of_two_is_placed_together_and_trains_one_model() {
         )
         .await;
         assert_eq!(waiting.state(), pb::JobState::Queued);
-        let _w2 = worker(&scratch, &coord.addr, "w2");
+        let _w2 = worker_with(&scratch, &coord.addr, "w2", &metrics);
         let job = watch_to_end(&mut client, &id, LIMIT).await;
         assert_eq!(
             job.state(),
@@ -207,18 +209,25 @@ fn a_gang_of_two_is_placed_together_and_trains_one_model() {
         assert_eq!(job.attempts[0].workers.len(), 2);
         assert!(committed(&scratch.path("runs/pair"), 30));
         assert_eq!(metric_steps(&scratch, "pair"), (1..=30).collect::<Vec<_>>());
-        // Each agent ran its rank in a child process and relayed its log with the run's ids; rank
-        // 0 alone wrote the checkpoints.
-        let logs = [scratch.log("w1.log"), scratch.log("w2.log")];
-        for text in &logs {
-            assert!(text.contains("assignment started"), "{text}");
+        // Each agent ran its rank in a child process to the end; rank 0 alone wrote the
+        // checkpoints (steps 10, 20 and 30), as each agent's metrics count them.
+        let scrapes = ["w1.log", "w2.log"].map(|log| scrape(&worker_metrics_url(&scratch, log), None));
+        for s in &scrapes {
+            assert_eq!(s.value("gantry_worker_runs_started_total", &[]), Some(1.0));
+            assert_eq!(
+                s.value("gantry_worker_runs_total", &[("outcome", "finished")]),
+                Some(1.0)
+            );
         }
-        let writers = logs.iter().filter(|t| t.contains("checkpoint written")).count();
-        assert_eq!(writers, 1, "{logs:?}");
-        assert!(
-            logs.iter()
-                .any(|t| t.contains("checkpoint written job_id=") && t.contains("rank=0")),
-            "{logs:?}"
+        let writers: Vec<_> = scrapes
+            .iter()
+            .filter_map(|s| s.value("gantry_worker_checkpoints_total", &[]).map(|n| (s, n)))
+            .collect();
+        assert_eq!(writers.len(), 1, "checkpoints counted by {} agents", writers.len());
+        let rank_0 = [("job", id.as_str()), ("attempt", "1"), ("rank", "0")];
+        assert_eq!(
+            writers[0].0.value("gantry_worker_checkpoints_total", &rank_0),
+            Some(3.0)
         );
     });
 }
@@ -523,7 +532,7 @@ fn cancel_a_queued_and_a_running_job() {
         let scratch = Scratch::new();
         let coord = coordinator(&scratch, scratch.path("state").to_str().unwrap(), "127.0.0.1:0", &[]);
         let mut client = jobs(&coord.addr, JOB_TOKEN);
-        let _worker = worker(&scratch, &coord.addr, "w1");
+        let _worker = worker_with(&scratch, &coord.addr, "w1", &["--metrics-listen", "127.0.0.1:0"]);
         let long = scratch.job_file("long", 1_000_000, 0, "");
         let long = ok(scratch.cli(&coord.addr, &["submit", long.to_str().unwrap()]))
             .trim()
@@ -556,10 +565,11 @@ fn cancel_a_queued_and_a_running_job() {
         let long = get(&mut client, &long).await;
         let steps = long.metrics.map_or(0, |m| m.step);
         assert!(steps < 1_000_000 && long.attempts[0].ended_ms > 0);
-        let log = scratch.log("w1.log");
-        assert!(
-            log.contains("stop ordered") || log.contains("no longer runs here"),
-            "{log}"
+        let worker = scrape(&worker_metrics_url(&scratch, "w1.log"), None);
+        assert_eq!(worker.value("gantry_worker_stops_ordered_total", &[]), Some(1.0));
+        assert_eq!(
+            worker.value("gantry_worker_runs_total", &[("outcome", "stopped")]),
+            Some(1.0)
         );
     });
 }

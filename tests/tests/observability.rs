@@ -163,7 +163,7 @@ pub(crate) fn scrape_with(url: &str, token_file: Option<&Path>, ca: Option<&Path
 }
 
 /// The URL a `worker serve --metrics-listen` logged it serves its metrics at.
-fn worker_metrics_url(scratch: &Scratch, log: &str) -> String {
+pub(crate) fn worker_metrics_url(scratch: &Scratch, log: &str) -> String {
     let text = scratch.log(log);
     let line = text
         .lines()

@@ -351,7 +351,10 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         let message = base::panic::message(info.payload());
         let location = info.location().map(|l| format!(" at {l}")).unwrap_or_default();
-        eprintln!("panicked{location}: {}", worker::torch_guard::libtorch_message(&message));
+        eprintln!(
+            "panicked{location}: {}",
+            worker::torch_guard::libtorch_message(&message)
+        );
     }));
     let cli = Cli::parse();
     base::logging::init(cli.log_format);

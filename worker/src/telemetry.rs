@@ -1,6 +1,8 @@
-//! The worker agent's Prometheus metrics (`worker serve --metrics-listen`): what its runs report
-//! (step time and where it went, throughput, checkpoint writes) and whether it is busy, served
-//! as text at `/metrics`.
+//! The worker agent's telemetry: Prometheus metrics (`worker serve --metrics-listen`) of what
+//! its runs report (step time and where it went, throughput, checkpoint writes) and whether it is
+//! busy, served as text at `/metrics`; and the agent's events that matter ([`AgentEvent`]), each
+//! logged and counted by one call of [`WorkerMetrics::emit`], so that the log and the metrics
+//! cannot disagree and tests read the counters rather than the log's wording.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +35,33 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Why the coordinator stopped the run here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// Its heartbeat answer named the job (cancelled, or its gang stopping).
+    Ordered,
+    /// It answered a report saying the job no longer runs on this worker.
+    NotHere,
+}
+
+/// An event of the agent that matters: [`WorkerMetrics::emit`] logs it and counts it.
+#[derive(Debug)]
+pub enum AgentEvent<'a> {
+    /// An assignment's run started here.
+    RunStarted(&'a AssignmentLabels),
+    /// An event the run reported (a step's metrics, a checkpoint, its end).
+    Reported(&'a pb::WorkerEvent),
+    /// The run's process ended without saying how.
+    RunLost,
+    /// The coordinator ordered the run here to stop.
+    StopOrdered {
+        /// The job.
+        job_id: &'a str,
+        /// Why.
+        cause: StopCause,
+    },
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 type FloatCounter = Counter<f64, AtomicU64>;
 
@@ -51,8 +80,13 @@ pub struct WorkerMetrics {
     collective_share: FloatGauge,
     images_per_second: FloatGauge,
     checkpoint_write_seconds: Histogram,
+    checkpoints: Family<AssignmentLabels, Counter>,
+    runs_started: Counter,
+    stops_ordered: Counter,
     runs: Family<OutcomeLabels, Counter>,
     totals: std::sync::Mutex<RunTotals>,
+    /// The assignment of the run in progress.
+    current: std::sync::Mutex<Option<AssignmentLabels>>,
 }
 
 impl Default for WorkerMetrics {
@@ -126,6 +160,20 @@ impl WorkerMetrics {
             Unit::Seconds,
             checkpoint_write_seconds.clone(),
         );
+        let checkpoints = Family::<AssignmentLabels, Counter>::default();
+        registry.register(
+            "checkpoints",
+            "Checkpoints the runs here wrote, by job, attempt and rank",
+            checkpoints.clone(),
+        );
+        let runs_started = Counter::default();
+        registry.register("runs_started", "Runs of assignments started here", runs_started.clone());
+        let stops_ordered = Counter::default();
+        registry.register(
+            "stops_ordered",
+            "Runs here that the coordinator ordered to stop",
+            stops_ordered.clone(),
+        );
         let runs = Family::<OutcomeLabels, Counter>::default();
         registry.register("runs", "Runs that ended here, by outcome", runs.clone());
         Self {
@@ -141,22 +189,54 @@ impl WorkerMetrics {
             collective_share,
             images_per_second,
             checkpoint_write_seconds,
+            checkpoints,
+            runs_started,
+            stops_ordered,
             runs,
             totals: std::sync::Mutex::default(),
+            current: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Logs `event` and counts it.
+    pub fn emit(&self, event: AgentEvent<'_>) {
+        match event {
+            AgentEvent::RunStarted(labels) => {
+                tracing::info!(job_id = %labels.job, attempt = %labels.attempt, rank = %labels.rank, "assignment started");
+                self.run_started(labels);
+            }
+            AgentEvent::Reported(event) => self.event(event),
+            AgentEvent::RunLost => {
+                if self.busy.get() == 1 {
+                    tracing::warn!("the run's process ended without reporting how");
+                    self.run_ended("failed");
+                }
+            }
+            AgentEvent::StopOrdered { job_id, cause } => {
+                match cause {
+                    StopCause::Ordered => tracing::info!(job_id = %job_id, "stop ordered"),
+                    StopCause::NotHere => {
+                        tracing::info!(job_id = %job_id, "the job no longer runs here; stopping")
+                    }
+                }
+                self.stops_ordered.inc();
+            }
         }
     }
 
     /// A run of `labels` started here.
-    pub fn run_started(&self, labels: AssignmentLabels) {
+    fn run_started(&self, labels: &AssignmentLabels) {
+        self.runs_started.inc();
+        *self.current.lock().expect("not poisoned") = Some(labels.clone());
         self.assignment.clear();
-        self.assignment.get_or_create(&labels).set(1);
+        self.assignment.get_or_create(labels).set(1);
         self.busy.set(1);
         *self.totals.lock().expect("not poisoned") = RunTotals::default();
         self.collective_share.set(0.0);
     }
 
     /// An event of the run here.
-    pub fn event(&self, event: &pb::WorkerEvent) {
+    fn event(&self, event: &pb::WorkerEvent) {
         match &event.event {
             Some(Event::Metrics(m)) => {
                 self.step.set(m.step as i64);
@@ -176,6 +256,10 @@ impl WorkerMetrics {
             }
             Some(Event::Checkpoint(c)) if c.write_seconds > 0.0 => {
                 self.checkpoint_write_seconds.observe(c.write_seconds);
+                if let Some(labels) = &*self.current.lock().expect("not poisoned") {
+                    tracing::debug!(job_id = %labels.job, rank = %labels.rank, step = c.step, url = %c.url, "checkpoint reported");
+                    self.checkpoints.get_or_create(labels).inc();
+                }
             }
             _ => {}
         }
@@ -184,14 +268,9 @@ impl WorkerMetrics {
         }
     }
 
-    /// The run here ended without saying how (its process died).
-    pub fn run_lost(&self) {
-        if self.busy.get() == 1 {
-            self.run_ended("failed");
-        }
-    }
-
     fn run_ended(&self, outcome: &str) {
+        tracing::info!(outcome, "run ended");
+        *self.current.lock().expect("not poisoned") = None;
         self.busy.set(0);
         self.assignment.clear();
         self.runs
@@ -261,20 +340,20 @@ mod tests {
     #[test]
     fn a_run_s_events_show_in_the_text() {
         let m = WorkerMetrics::new();
-        m.run_started(AssignmentLabels {
+        m.emit(AgentEvent::RunStarted(&AssignmentLabels {
             job: "job-000001".into(),
             attempt: "1".into(),
             rank: "0".into(),
-        });
-        m.event(&metrics_event(1, 0.5, 0.1));
-        m.event(&metrics_event(2, 0.5, 0.3));
-        m.event(&pb::WorkerEvent {
+        }));
+        m.emit(AgentEvent::Reported(&metrics_event(1, 0.5, 0.1)));
+        m.emit(AgentEvent::Reported(&metrics_event(2, 0.5, 0.3)));
+        m.emit(AgentEvent::Reported(&pb::WorkerEvent {
             event: Some(Event::Checkpoint(pb::CheckpointInfo {
                 step: 2,
                 url: "x".into(),
                 write_seconds: 0.2,
             })),
-        });
+        }));
         let (_, text) = m.respond(Some(base::exposition::OPENMETRICS_TEXT));
         assert!(text.contains("gantry_worker_busy 1"), "{text}");
         assert!(
@@ -288,9 +367,18 @@ mod tests {
             text.contains("gantry_worker_checkpoint_write_seconds_count 1"),
             "{text}"
         );
-        m.event(&pb::WorkerEvent {
-            event: Some(Event::Finished(pb::CheckpointInfo::default())),
+        assert!(
+            text.contains(r#"gantry_worker_checkpoints_total{job="job-000001",attempt="1",rank="0"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("gantry_worker_runs_started_total 1"), "{text}");
+        m.emit(AgentEvent::StopOrdered {
+            job_id: "job-000001",
+            cause: StopCause::Ordered,
         });
+        m.emit(AgentEvent::Reported(&pb::WorkerEvent {
+            event: Some(Event::Finished(pb::CheckpointInfo::default())),
+        }));
         let (_, text) = m.respond(Some(base::exposition::OPENMETRICS_TEXT));
         assert!(text.contains("gantry_worker_busy 0"), "{text}");
         assert!(
@@ -298,5 +386,10 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("gantry_worker_assignment{"), "{text}");
+        assert!(text.contains("gantry_worker_stops_ordered_total 1"), "{text}");
+        // A lost run after the end is not counted twice.
+        m.emit(AgentEvent::RunLost);
+        let (_, text) = m.respond(None);
+        assert!(!text.contains(r#"outcome="failed""#), "{text}");
     }
 }

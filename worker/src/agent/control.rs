@@ -22,7 +22,7 @@ use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 
 use super::supervisor::{RunIds, Supervised};
-use crate::telemetry::{AssignmentLabels, WorkerMetrics};
+use crate::telemetry::{AgentEvent, AssignmentLabels, StopCause, WorkerMetrics};
 
 /// How the agent reaches its coordinator and presents itself.
 #[derive(Debug)]
@@ -134,14 +134,14 @@ impl Run {
         let mut next = first;
         while let Some(event) = next {
             self.ended |= event.is_terminal();
-            metrics.event(&event);
+            metrics.emit(AgentEvent::Reported(&event));
             pending.push(event);
             next = self.supervised.events.try_recv().ok();
         }
         let events = &self.supervised.events;
         if events.is_closed() && events.is_empty() {
             if !self.ended {
-                metrics.run_lost();
+                metrics.emit(AgentEvent::RunLost);
             }
             self.ended = true;
         }
@@ -260,17 +260,20 @@ impl Agent {
             && response.stop_job_ids.contains(&run.ids.job_id)
             && run.supervised.stop.order()
         {
-            tracing::info!(job_id = %run.ids.job_id, "stop ordered");
+            self.metrics.emit(AgentEvent::StopOrdered {
+                job_id: &run.ids.job_id,
+                cause: StopCause::Ordered,
+            });
         }
         if let Some(assignment) = response.assignment
             && self.run.is_none()
             && !self.leaving
         {
-            self.metrics.run_started(AssignmentLabels {
+            self.metrics.emit(AgentEvent::RunStarted(&AssignmentLabels {
                 job: assignment.job_id.clone(),
                 attempt: assignment.attempt.to_string(),
                 rank: assignment.rank.to_string(),
-            });
+            }));
             self.run = Some(Run {
                 ids: RunIds::of(&assignment),
                 supervised: super::supervisor::start(&assignment, &mut self.options),
@@ -301,7 +304,10 @@ impl Agent {
                 self.reachable = true;
                 self.pending.clear();
                 if response.into_inner().stop && run.supervised.stop.order() {
-                    tracing::info!(job_id = %run.ids.job_id, "the job no longer runs here; stopping");
+                    self.metrics.emit(AgentEvent::StopOrdered {
+                        job_id: &run.ids.job_id,
+                        cause: StopCause::NotHere,
+                    });
                 }
             }
             Err(status) => {
@@ -517,11 +523,11 @@ mod tests {
     fn a_run_whose_supervisor_vanished_without_an_end_is_counted_as_lost() {
         let (mut run, supervisor) = run();
         let metrics = WorkerMetrics::new();
-        metrics.run_started(AssignmentLabels {
+        metrics.emit(AgentEvent::RunStarted(&AssignmentLabels {
             job: "job-000001".into(),
             attempt: "1".into(),
             rank: "0".into(),
-        });
+        }));
         let mut pending = Vec::new();
         drop(supervisor);
         run.take_events(None, &mut pending, &metrics);

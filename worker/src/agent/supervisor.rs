@@ -168,7 +168,6 @@ pub(crate) struct Child<P, W, R, E> {
 /// Starts an assignment's attempt in a child process, supervised on the agent's runtime.
 pub(crate) fn start(assignment: &pb::Assignment, options: &mut AgentOptions) -> Supervised {
     let ids = RunIds::of(assignment);
-    tracing::info!(job_id = %ids.job_id, attempt = ids.attempt, rank = ids.rank, "assignment started");
     if assignment.rank == 0
         && let Some(hold) = &mut options.port_hold
     {
