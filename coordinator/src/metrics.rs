@@ -1,6 +1,6 @@
 //! `/metrics`: the coordinator's Prometheus metrics.
 //!
-//! - Read from the core at scrape time ([`CoreCollector`]): jobs by state, the queue's length
+//! - Read from the core at scrape time (`CoreCollector`): jobs by state, the queue's length
 //!   and its oldest job's wait, workers registered and busy.
 //! - Counted as things happen ([`crate::telemetry::Telemetry`], by the typed events of the
 //!   core and the job store): workers lost to missed heartbeats, restarts and preemptions, the

@@ -3,7 +3,8 @@
 //!
 //! - [`record`]: the persisted schema ([`JobRecord`], [`AttemptRecord`], [`State`]), with its
 //!   format version.
-//! - [`plan`]: the scheduler as a pure function, `plan(pool, queue, now, previous) -> actions`.
+//! - [`plan`](mod@plan): the scheduler as a pure function, [`plan(pool, queue, now, previous)`](fn@plan)
+//!   `-> actions`.
 //! - [`Core`] (`machine`): the state machine that applies plans and the workers' news, and leaves
 //!   what to persist and broadcast in an outbox ([`Event`]) for the service to drain.
 //! - `view`: jobs as clients read them (what a queued job waits for, derived when read), the
