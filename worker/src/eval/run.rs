@@ -37,7 +37,8 @@ impl InTraining {
 
     /// Evaluates the generator after `step`, writes the report into the job output and returns
     /// the figures for the step's metrics line. Draws from libtorch's global generator (the
-    /// next training step seeds it again). A libtorch failure is an [`Error::Allocation`].
+    /// next training step seeds it again). A libtorch failure is an
+    /// [`Error::Allocation`](crate::Error::Allocation).
     pub fn run(
         &mut self,
         config: &JobConfig,
