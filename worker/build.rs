@@ -16,7 +16,7 @@
 //! which `--as-needed` discards), so the `--no-as-needed` mention below is the one that counts.
 //! `tests/tests/linkage.rs` checks the NEEDED entries of the release `worker`.
 //!
-//! It also compiles the collectives shim (`csrc/`, see `src/collective.rs`) against libtorch's
+//! It also compiles the collectives shim (`csrc/`, see `src/collective/`) against libtorch's
 //! headers (the folder `../include` beside the library folder):
 //!
 //! - `collective.cpp`: c10d's TCPStore and ProcessGroupGloo. libtorch's Gloo backend includes

@@ -10,9 +10,10 @@
 //! - Shared leaves: [`pixels`] (images as bytes and as tensors), [`torch_guard`] (libtorch's
 //!   panics as errors), [`tensorboard`] (a run's event files). [`eval`] and [`samples`] import
 //!   nothing from [`train`]: the trainer calls them.
-//! - [`agent`]: `worker serve`, which runs a coordinator's assignments with [`train`];
-//!   [`telemetry`]: its Prometheus metrics; [`address`]: the address it advertises.
-//! - [`bench`]: step throughput; [`device`]: device parsing and the node check.
+//! - [`agent`]: `worker serve`, which runs a coordinator's assignments with [`train`], each in a
+//!   child process; [`telemetry`]: its metrics and events; [`address`]: the address it advertises.
+//! - [`bench`]: step throughput; [`device`]: the worker's device rules (parsing, `auto`, the node
+//!   check, memory probing).
 //! - [`collective`]: the gradient exchange between data-parallel ranks (c10d's Gloo and NCCL
 //!   through a C++ shim), its rendezvous, `worker collective-check` and `worker bench-allreduce`;
 //!   [`parallel_check`]: its guarantees, computed by real processes for the tests.

@@ -81,8 +81,9 @@ pub struct TrainSummary {
     pub device: String,
 }
 
-/// Hooks into a running job: the worker agent streams progress to the coordinator through them
-/// and stops a job on its orders. Called on the training thread; keep them quick.
+/// Hooks into a running job: the worker agent's child process streams progress to the agent
+/// through them and stops a job on its orders. Called on the thread that runs [`train`], between
+/// steps; keep them quick.
 pub trait Observer: Send + Sync {
     /// Training begins after step `step` (a resumed run's checkpoint step, else 0).
     fn started(&self, _step: u64) {}
