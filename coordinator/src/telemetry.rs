@@ -61,6 +61,9 @@ pub struct Telemetry {
     pub jobs_ended: Family<StateLabel, Counter>,
     /// Job records written to the store.
     pub records_written: Counter,
+    /// Workers that registered again (a restarted coordinator, a lost connection) while running
+    /// their rank, and kept it.
+    pub workers_reattached: Counter,
 }
 
 impl Default for Telemetry {
@@ -72,6 +75,7 @@ impl Default for Telemetry {
             queue_wait: Histogram::new(QUEUE_WAIT_BUCKETS.iter().copied()),
             jobs_ended: Family::default(),
             records_written: Counter::default(),
+            workers_reattached: Counter::default(),
         }
     }
 }
@@ -108,6 +112,11 @@ impl Telemetry {
             "job_records_written",
             "Job records written to the state store",
             self.records_written.clone(),
+        );
+        registry.register(
+            "workers_reattached",
+            "Workers that registered again while running their rank and kept it",
+            self.workers_reattached.clone(),
         );
     }
 
@@ -168,6 +177,15 @@ pub enum InternalEvent<'a> {
         /// Why.
         reason: &'a str,
     },
+    /// A worker registered again while running its rank of a job's current attempt, and keeps it.
+    WorkerReattached {
+        /// Its id.
+        worker_id: &'a str,
+        /// The job.
+        job_id: &'a str,
+        /// Its rank.
+        rank: u32,
+    },
     /// A job record was written to the store.
     RecordWritten {
         /// The job.
@@ -222,6 +240,14 @@ impl InternalEvent<'_> {
                 }
                 telemetry.jobs_ended.get_or_create(&label).inc();
             }
+            Self::WorkerReattached {
+                worker_id,
+                job_id,
+                rank,
+            } => {
+                tracing::info!(worker_id, job_id, rank, "worker re-attached to its job");
+                telemetry.workers_reattached.inc();
+            }
             Self::RecordWritten { job_id, version } => {
                 tracing::debug!(job_id, version, "job record written");
                 telemetry.records_written.inc();
@@ -274,6 +300,11 @@ mod tests {
                 job_id: "job-000001",
                 version: 3,
             },
+            InternalEvent::WorkerReattached {
+                worker_id: "w-1",
+                job_id: "job-000001",
+                rank: 0,
+            },
         ];
         for event in &events {
             event.emit(&telemetry);
@@ -292,5 +323,6 @@ mod tests {
         assert!(text.contains("queue_wait_seconds_count 1"), "{text}");
         assert!(text.contains("jobs_ended_total{state=\"failed\"} 1"), "{text}");
         assert!(text.contains("job_records_written_total 1"), "{text}");
+        assert!(text.contains("workers_reattached_total 1"), "{text}");
     }
 }

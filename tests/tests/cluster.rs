@@ -120,6 +120,8 @@ pub(crate) struct Coordinator {
     _process: Process,
     /// `127.0.0.1:PORT`.
     pub(crate) addr: String,
+    /// With `--metrics-listen`: the URL of its `/metrics`.
+    pub(crate) metrics: Option<String>,
 }
 
 /// Starts `coordinator serve` on `listen` (port 0: any) with the scratch tokens; waits for its
@@ -134,10 +136,9 @@ pub(crate) fn coordinator(scratch: &Scratch, state: &str, listen: &str, extra: &
         .stderr(log)
         .spawn()
         .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    stdout.read_line(&mut line).unwrap();
     let addr = line
         .trim()
         .strip_prefix("listening on ")
@@ -148,9 +149,19 @@ pub(crate) fn coordinator(scratch: &Scratch, state: &str, listen: &str, extra: &
             )
         })
         .to_string();
+    // "metrics on URL" follows at once when it serves them.
+    let metrics = extra.contains(&"--metrics-listen").then(|| {
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        line.trim()
+            .strip_prefix("metrics on ")
+            .unwrap_or_else(|| panic!("no metrics line: {line:?}"))
+            .to_string()
+    });
     Coordinator {
         _process: Process { child },
         addr,
+        metrics,
     }
 }
 

@@ -610,12 +610,14 @@ fn a_restarted_coordinator_keeps_its_queue_and_its_running_job() {
         )
         .await;
         drop(coord);
-        let coord = coordinator(&scratch, &state, &addr, &["--heartbeat-timeout", "3"]);
+        let metrics = ["--heartbeat-timeout", "3", "--metrics-listen", "127.0.0.1:0"];
+        let coord = coordinator(&scratch, &state, &addr, &metrics);
         let mut client = jobs(&coord.addr, JOB_TOKEN);
         let second = watch_to_end(&mut client, &ids[1], LIMIT).await;
         assert_eq!(second.state(), pb::JobState::Succeeded, "{}", second.reason);
         assert_eq!(second.attempts.len(), 1, "{:?}", second.attempts);
-        assert!(scratch.log("coordinator.log").contains("worker re-attached to its job"));
+        let scraped = scrape(coord.metrics.as_deref().unwrap(), None);
+        assert_eq!(scraped.value("gantry_workers_reattached_total", &[]), Some(1.0));
         for id in [&ids[0], &ids[2]] {
             let job = watch_to_end(&mut client, id, LIMIT).await;
             assert_eq!(job.state(), pb::JobState::Succeeded, "{}", job.reason);

@@ -417,7 +417,12 @@ impl Core {
             })
         });
         if let Some(slot) = &slot {
-            tracing::info!(worker_id = %id, job_id = %slot.job_id, rank = slot.rank, "worker re-attached to its job");
+            InternalEvent::WorkerReattached {
+                worker_id: &id,
+                job_id: &slot.job_id,
+                rank: slot.rank,
+            }
+            .emit(&self.telemetry);
         }
         let order = match self.workers.get(&id) {
             Some(w) => w.order,
