@@ -201,22 +201,18 @@ impl Lease {
                 };
                 let renewing = Instant::now();
                 let json = serde_json::to_vec_pretty(&record).expect("lease records serialise");
-                match location.create(&epoch_name(next), json).await? {
-                    true => {
-                        tracing::info!(epoch = next, state = %state, %why, "lease taken: this coordinator writes the job store");
-                        return Ok(Self {
-                            location,
-                            record: Arc::new(Mutex::new(record)),
-                            fence: Fence::new(next, renewing + ttl * 3 / 4),
-                            ttl,
-                        });
-                    }
-                    // Another coordinator took this epoch first: look again.
-                    false => {
-                        seen = None;
-                        continue;
-                    }
+                // Another coordinator may take this epoch first: then look again.
+                if !location.create(&epoch_name(next), json).await? {
+                    seen = None;
+                    continue;
                 }
+                tracing::info!(epoch = next, state = %state, %why, "lease taken: this coordinator writes the job store");
+                return Ok(Self {
+                    location,
+                    record: Arc::new(Mutex::new(record)),
+                    fence: Fence::new(next, renewing + ttl * 3 / 4),
+                    ttl,
+                });
             }
             let record = current.expect("a held lease has a record");
             let waited = began.elapsed();
